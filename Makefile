@@ -1,0 +1,45 @@
+# ftdfast: the two set-up commands for a fresh machine (see README.md).
+#   make demo   venv + torch + ftdfast with its native extension, then the main job on a built-in dataset
+#   make test   the same install, then the test suite
+#   make bench  the same install, then the benchmark table (benchmarks/compare.py)
+# Override e.g. `make test TORCH=torch==2.13.0` (CPU-only torch: the extension builds without CUDA).
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.14.1
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+# Native build settings (torch's own variables); CUDA is used only if torch and nvcc allow it.
+export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+export TORCH_CUDA_ARCH_LIST ?= 9.0
+export MAX_JOBS ?= 2
+
+NATIVE_SOURCES := $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/include/ftdfast/*.h)
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.deps: Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip "setuptools>=64" wheel ninja
+	$(PIP) install -q "$(TORCH)" numpy tqdm scikit-learn pytest hypothesis pytest-benchmark
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(NATIVE_SOURCES)
+	$(PIP) install -q --no-build-isolation -e .
+	$(PY) -c "import ftdfast._ext as e; assert e.HAS_NATIVE, e.LOAD_ERROR; print('ftdfast native extension: ok, CUDA kernels:', e.HAS_CUDA)"
+	touch $@
+
+install: $(VENV)/.built
+
+demo: install
+	$(VENV)/bin/ftdfast demo
+
+test: install
+	$(PY) -m pytest tests -q
+
+bench: install
+	$(PY) -m benchmarks.compare
+
+clean:
+	rm -rf build *.egg-info ftdfast/_C*.so $(VENV)/.built

@@ -1,0 +1,29 @@
+// The one place where ftdfast's operator schemas are declared.
+//
+// Kernels live next to their device: csrc/cpu/*.cpp register
+// TORCH_LIBRARY_IMPL(ftdfast, CPU, m), csrc/cuda/* register the CUDA ones.
+// Index letters used in every schema: n sample, t position, i in, o out.
+#include <Python.h>
+
+#include <torch/library.h>
+
+extern "C" {
+// An empty `ftdfast._C` module: importing it loads this shared library,
+// which runs the TORCH_LIBRARY static initialisers below. No pybind11.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",  // name
+      "ftdfast native ops; importing registers torch.ops.ftdfast.*",  // doc
+      -1,  // no per-interpreter state
+      nullptr,  // methods
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(ftdfast, m) {
+  // S[o, i] = sum_n (sum_t g[n, t, o] * a[n, t, i])^2 for a (n, t, i), g (n, t, o):
+  // the per-sample squared weight gradients of a linear layer, summed over samples.
+  m.def("sq_grad_sum_linear(Tensor a, Tensor g) -> Tensor");
+}

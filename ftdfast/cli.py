@@ -1,0 +1,146 @@
+"""The ``ftdfast`` command line.
+
+    ftdfast demo                         # small CNN on scikit-learn digits: train, Fisher, per-layer table
+    ftdfast fisher --model pkg.mod:make --data data.npz [--weights w.pt] [--out fisher.pt] ...
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from . import _ext, __version__
+from .fisher import FisherDiagonal, fisher_diagonal
+
+
+def _load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
+    if ":" not in spec:
+        raise SystemExit(f"--model must be module:factory (e.g. mypkg.models:make_net), got {spec!r}")
+    mod_name, attr = spec.split(":", 1)
+    sys.path.insert(0, os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"--model {spec}: cannot import {attr!r} from {mod_name!r}: {e}")
+    model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+    if not isinstance(model, torch.nn.Module):
+        raise SystemExit(f"--model {spec} gave {type(model).__name__}, not an nn.Module")
+    if weights:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    return model.eval()
+
+
+def load_npz(path: str, split: str):
+    """(X, y) from an .npz with x_<split>/y_<split> (or x/y) keys. uint8 images become floats in [0, 1],
+    channels first: (N, H, W) -> (N, 1, H, W), (N, H, W, C) -> (N, C, H, W)."""
+    if not os.path.exists(path):
+        raise SystemExit(f"--data {path}: no such file")
+    with np.load(path, allow_pickle=False) as z:
+        keys = (f"x_{split}", f"y_{split}") if f"x_{split}" in z else ("x", "y")
+        if keys[0] not in z or keys[1] not in z:
+            raise SystemExit(f"--data {path}: expected arrays x_{split}/y_{split} (or x/y); found {sorted(z.files)}")
+        x, y = z[keys[0]], z[keys[1]]
+    if len(x) != len(y):
+        raise SystemExit(f"--data {path}: {len(x)} inputs but {len(y)} labels")
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    if x.dtype == np.uint8:
+        xt = xt.float() / 255.0
+        if xt.dim() == 3:
+            xt = xt.unsqueeze(1)
+        elif xt.dim() == 4 and xt.shape[-1] in (1, 3):
+            xt = xt.permute(0, 3, 1, 2).contiguous()
+    else:
+        xt = xt.float()
+    yt = torch.from_numpy(np.ascontiguousarray(y))
+    yt = yt.long() if not np.issubdtype(y.dtype, np.floating) else yt.float()
+    return xt, yt
+
+
+def _print_result(f: FisherDiagonal, seconds: float) -> None:
+    print(f.format_table())
+    print(f"N = {f.num_samples}, {f.meta['fisher']} Fisher, loss {f.meta['loss']}, backend {f.meta['backend']}, "
+          f"{seconds:.2f} s")
+
+
+def cmd_fisher(args) -> int:
+    model = _load_model(args.model, args.weights)
+    data = load_npz(args.data, args.split)
+    t0 = time.perf_counter()
+    f = fisher_diagonal(model, data, loss=args.loss, fisher=args.fisher, backend=args.backend,
+                        batch_size=args.batch_size, max_samples=args.max_samples, device=args.device,
+                        progress=not args.no_progress, mc_samples=args.mc_samples,
+                        generator=torch.Generator().manual_seed(args.seed))
+    seconds = time.perf_counter() - t0
+    if args.out:
+        f.save(args.out)
+    _print_result(f, seconds)
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import accuracy, load_digits, small_cnn, train
+    torch.manual_seed(args.seed)
+    train_set, test_set = load_digits(seed=args.seed)
+    model = train(small_cnn(), train_set, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    print(f"small CNN on scikit-learn digits: {len(train_set[1])} train, {len(test_set[1])} test, "
+          f"test accuracy {accuracy(model, test_set):.3f}")
+    t0 = time.perf_counter()
+    f = fisher_diagonal(model, test_set, backend=args.backend, progress=not args.no_progress)
+    _print_result(f, time.perf_counter() - t0)
+    if args.out:
+        f.save(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ftdfast", description="Exact diagonal Fisher of PyTorch models.")
+    p.add_argument("--version", action="version",
+                   version=f"ftdfast {__version__} (native extension: {'yes' if _ext.HAS_NATIVE else 'no'})")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", default="auto", choices=["auto", "rules", "native", "func", "loop", "legacy"])
+    common.add_argument("--out", help="write the FisherDiagonal here (atomic)")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    d = sub.add_parser("demo", parents=[common], help="small CNN on scikit-learn's digits, printed per layer")
+    d.add_argument("--epochs", type=int, default=8)
+    d.set_defaults(func=cmd_demo)
+
+    f = sub.add_parser("fisher", parents=[common], help="the diagonal Fisher of a model on an .npz data file")
+    f.add_argument("--model", required=True, help="module:factory returning an nn.Module (module on PYTHONPATH)")
+    f.add_argument("--weights", help="a state_dict file to load into the model")
+    f.add_argument("--data", required=True, help=".npz with x_test/y_test (see --split) or x/y arrays")
+    f.add_argument("--split", default="test", help="which x_<split>/y_<split> arrays to use (default: test)")
+    f.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "bce_with_logits"])
+    f.add_argument("--fisher", default="empirical", choices=["empirical", "exact", "mc"])
+    f.add_argument("--mc-samples", type=int, default=1)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--max-samples", type=int)
+    f.add_argument("--device")
+    f.set_defaults(func=cmd_fisher)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FloatingPointError, RuntimeError) as e:
+        print(f"ftdfast {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

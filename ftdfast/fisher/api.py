@@ -1,0 +1,142 @@
+"""``fisher_diagonal``: the exact diagonal Fisher of any model on any data source."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from .. import _ext, __version__
+from ..progress import progress_bar
+from . import rules as _builtin_rules  # noqa: F401  (registers the built-in rules)
+from .backends import BACKENDS, ParamTable
+from .data import num_samples_hint, stream_batches
+from .losses import FISHER_KINDS, LossArg, resolve_loss
+from .result import FisherDiagonal
+from .squares import use_impl
+
+BACKEND_NAMES = ("auto",) + tuple(BACKENDS)
+
+_RANDOMIZING = (nn.modules.dropout._DropoutNd,)
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Refuse modules whose training-mode behaviour mixes or randomizes samples. The model is never changed."""
+    for name, m in model.named_modules():
+        where = f"{name or '<model>'} ({type(m).__qualname__})"
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.training:
+                raise ValueError(
+                    f"{where} is in training mode: its batch statistics mix the samples of a batch, so "
+                    "per-sample gradients are not defined. Call model.eval() before fisher_diagonal")
+            if m.running_mean is None:
+                raise ValueError(
+                    f"{where} has track_running_stats=False, so it normalizes with batch statistics even in "
+                    "eval mode and mixes samples; the diagonal Fisher per sample is not defined for it")
+        elif m.training and (isinstance(m, _RANDOMIZING) and m.p > 0
+                             or isinstance(m, nn.MultiheadAttention) and m.dropout > 0):
+            raise ValueError(
+                f"{where} is in training mode: dropout randomizes every sample's gradient. "
+                "Call model.eval() before fisher_diagonal")
+
+
+def _pick_backend(backend: str) -> str:
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"backend={backend!r} is not one of {BACKEND_NAMES}")
+    if backend == "native":
+        _ext.require_native("backend='native'")
+    return backend
+
+
+def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entropy", fisher: str = "empirical",
+                    backend: str = "auto", batch_size: int = 128, max_samples: Optional[int] = None,
+                    device: Optional[torch.device | str] = None, dtype: torch.dtype = torch.float64,
+                    progress: bool = True, mc_samples: int = 1, generator: Optional[torch.Generator] = None,
+                    strict: bool = False, chunk_size: Optional[int] = None) -> FisherDiagonal:
+    """The diagonal Fisher ``F_i = (1/N) sum_n (d loss_n / d theta_i)^2`` of ``model`` on ``data``.
+
+    Args:
+        model: any ``nn.Module`` returning one output tensor (n, *out). It must be in
+            eval mode where BatchNorm or dropout would mix or randomize samples (an error
+            says so otherwise); it is never modified, and ``.grad`` is left untouched.
+        data: a ``DataLoader``, any iterable of ``(inputs, targets)`` batches, or a tuple
+            ``(X, y)`` of tensors/arrays (n first) that is sliced into ``batch_size`` batches.
+            Batches stream: memory does not grow with N.
+        loss: ``"cross_entropy"`` (logits (n, C), labels (n,)), ``"mse"``,
+            ``"bce_with_logits"``, or a callable ``(outputs, targets) -> (n,)`` per-sample losses.
+        fisher: ``"empirical"`` (true labels, the paper's definition), ``"exact"``
+            (expectation over the model's predictive distribution, in closed form: one
+            backward per class / output element) or ``"mc"`` (``mc_samples`` labels drawn
+            from the model with ``generator``).
+        backend: ``"rules"`` (per-layer closed forms, one forward and backward per batch),
+            ``"native"`` (the same with the C++/CUDA kernels), ``"func"`` (whole-model
+            torch.func), ``"loop"`` (one backward per sample: the reference), ``"legacy"``
+            (the square of each batch-mean gradient as in the authors' code: NOT this
+            quantity, batch-size dependent), ``"auto"`` (native where built, else rules).
+        batch_size: batch size when ``data`` is a tuple. The result does not depend on it.
+        max_samples: stop after this many samples.
+        device: where to run; default: the device of the model's parameters.
+        dtype: accumulation dtype. float64 by default: sums of 10^5 and more squares lose
+            digits in float32. Each batch's sum is formed in the model's dtype and added
+            to the accumulator in ``dtype``.
+        progress: show a progress bar.
+        strict: raise instead of using the torch.func fallback for modules without a rule.
+        chunk_size: samples per vmap chunk for ``backend="func"`` (default: a 64 MiB budget).
+
+    Returns:
+        A :class:`FisherDiagonal` mapping each trainable parameter's name to a tensor of
+        its shape (dtype ``dtype``), with ``num_samples`` = N.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if fisher not in FISHER_KINDS:
+        raise ValueError(f"fisher={fisher!r} is not one of {FISHER_KINDS}")
+    if fisher == "mc" and (not isinstance(mc_samples, int) or mc_samples < 1):
+        raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    backend = _pick_backend(backend)
+    if backend == "legacy" and fisher != "empirical":
+        raise ValueError("backend='legacy' reproduces the authors' empirical estimate only; use fisher='empirical'")
+    spec = resolve_loss(loss)
+    table = ParamTable(model)
+    if not table.params:
+        raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False); "
+                         "unfreeze the parameters whose Fisher you want")
+    check_eval_mode(model)
+    if device is None:
+        device = next(iter(table.params.values())).device
+    device = torch.device(device)
+
+    impl = "auto" if backend in ("auto", "native") else "ref"
+    engine = BACKENDS["rules" if backend == "auto" else backend](
+        model, table, strict=strict, chunk_size=chunk_size, loss_spec=spec, fisher=fisher)
+    engine.start(dtype)
+
+    total = num_samples_hint(data)
+    if max_samples is not None and total is not None:
+        total = min(total, max_samples)
+    seen = 0
+    with progress_bar(total=total, enabled=progress, desc=f"Fisher ({engine.name})", unit="sample") as bar, \
+            use_impl(impl):
+        for batch in stream_batches(data, batch_size=batch_size, max_samples=max_samples, device=device):
+            def grads_for(out, batch=batch):
+                spec.check(out, batch.targets, batch.index)
+                return spec.output_grads(out, batch.targets, fisher, mc_samples=mc_samples,
+                                         generator=generator, batch_index=batch.index)
+            engine.accumulate(batch, grads_for)
+            seen += batch.n
+            bar.update(batch.n)
+    if seen == 0:
+        raise ValueError("the data is empty: no samples to compute the Fisher on")
+
+    if backend == "legacy":
+        values = engine.finish()
+    else:
+        values = {k: v.div_(seen) for k, v in engine.acc.items()}
+    used = "native" if backend == "auto" and _ext.HAS_NATIVE else ("rules" if backend == "auto" else backend)
+    meta = {"loss": spec.name, "fisher": fisher, "backend": used, "dtype": str(dtype).replace("torch.", ""),
+            "model": type(model).__qualname__, "torch": str(torch.__version__), "ftdfast": __version__}
+    if fisher == "mc":
+        meta["mc_samples"] = mc_samples
+    return FisherDiagonal(values, seen, meta)

@@ -1,0 +1,65 @@
+"""What every backend shares: the table of trainable parameters, the accumulators and the forward call."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, Optional
+
+import torch
+import torch.nn as nn
+
+from ..data import Batch
+
+GradsFor = Callable[[torch.Tensor], Iterable[torch.Tensor]]
+
+
+class ParamTable:
+    """The model's trainable parameters by name (shared parameters appear once, under their first name)."""
+
+    def __init__(self, model: nn.Module):
+        self.params: Dict[str, nn.Parameter] = {
+            name: p for name, p in model.named_parameters() if p.requires_grad}
+        self._by_id = {id(p): name for name, p in self.params.items()}
+
+    def name_of(self, p: torch.Tensor) -> Optional[str]:
+        return self._by_id.get(id(p))
+
+
+def describe_inputs(batch: Batch) -> str:
+    from ..data import iter_tensors
+    shapes = [tuple(t.shape) for t in iter_tensors(batch.inputs)]
+    return ", ".join(str(s) for s in shapes) or "no tensors"
+
+
+class Backend:
+    """Accumulates ``sum_n sum_k (d <z_n, v_kn> / d theta)^2`` per parameter into ``self.acc``."""
+
+    name = "base"
+
+    def __init__(self, model: nn.Module, table: ParamTable):
+        self.model, self.table = model, table
+        self.acc: Dict[str, torch.Tensor] = {}
+
+    def start(self, dtype: torch.dtype) -> None:
+        self.acc = {name: torch.zeros(p.shape, dtype=dtype, device=p.device)
+                    for name, p in self.table.params.items()}
+
+    def forward(self, batch: Batch, model: Optional[nn.Module] = None) -> torch.Tensor:
+        """Run the model on ``batch``; a shape mismatch becomes an error that names the data's shape."""
+        model = self.model if model is None else model
+        try:
+            out = batch.call(model)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise ValueError(
+                f"batch {batch.index}: the model could not run on inputs of shape {describe_inputs(batch)}: {e}. "
+                "Check that the data's shape and dtype match what the model expects") from e
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"the model returned {type(out).__name__}; fisher_diagonal needs a model that returns one "
+                "tensor of outputs (wrap it, e.g. lambda: model(x).logits, in a small nn.Module)")
+        if torch.is_grad_enabled() and not out.requires_grad:
+            raise ValueError(
+                "the model's output does not depend on any trainable parameter; check requires_grad on "
+                "the parameters and that the model is not run under torch.no_grad inside its forward")
+        return out
+
+    def accumulate(self, batch: Batch, grads_for: GradsFor) -> None:  # pragma: no cover - interface
+        raise NotImplementedError

@@ -1,0 +1,46 @@
+"""The ``"func"`` backend: whole-model ``torch.func.vmap(grad(...))`` over chunks of samples.
+
+Memory is (chunk_size, P) for the whole model, so keep ``chunk_size`` small for
+large models. Useful as an independent check and for models no rule covers.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, grad, vmap
+
+from ..data import Batch, map_tensors
+from ..factors import chunk_size as workspace_chunk
+from .base import Backend, ParamTable
+
+
+class FuncBackend(Backend):
+    name = "func"
+
+    def __init__(self, model: nn.Module, table: ParamTable, *, chunk_size: Optional[int] = None, **_):
+        super().__init__(model, table)
+        self.chunk_size = chunk_size
+        self.buffers = dict(model.named_buffers())
+
+    def _inner(self, params, inputs, v):
+        inputs = map_tensors(inputs, lambda t: t.unsqueeze(0))
+        batch = Batch(0, inputs, v.unsqueeze(0), 1)
+        out = batch.call(lambda *a, **k: functional_call(self.model, (params, self.buffers), a, k))
+        return (out * v.unsqueeze(0)).sum()
+
+    def accumulate(self, batch: Batch, grads_for) -> None:
+        with torch.no_grad():
+            out = self.forward(batch)
+        params = {k: p.detach() for k, p in self.table.params.items()}
+        total = sum(p.numel() for p in params.values())
+        step = self.chunk_size or workspace_chunk(2 * total, next(iter(params.values())).dtype)
+        fn = vmap(grad(self._inner), in_dims=(None, 0, 0))
+        for v in grads_for(out):
+            for start in range(0, batch.n, step):
+                part = batch.select(start, min(batch.n, start + step))
+                with torch.enable_grad():
+                    g = fn(params, part.inputs, v[start:start + part.n])
+                for name, gi in g.items():
+                    self.acc[name].add_(gi.square().sum(dim=0).to(self.acc[name].dtype))

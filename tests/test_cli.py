@@ -1,0 +1,63 @@
+"""The command line: ftdfast fisher and ftdfast demo."""
+import numpy as np
+import pytest
+import torch
+
+import ftdfast
+from ftdfast.cli import load_npz, main
+
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (5, 6, 6), dtype=np.uint8), y_train=np.arange(5) % 4,
+             x_test=rng.integers(0, 255, (7, 6, 6), dtype=np.uint8), y_test=np.arange(7) % 4)
+    return path
+
+
+def test_fisher_command_writes_the_file_and_prints_the_table(npz, tmp_path, capsys):
+    out = tmp_path / "f.pt"
+    rc = main(["fisher", "--model", "tests.cli_models:tiny_cnn", "--data", str(npz), "--out", str(out),
+               "--no-progress", "--backend", "rules"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "total" in text and "N = 7" in text
+    f = ftdfast.FisherDiagonal.load(out)
+    from tests.cli_models import tiny_cnn
+    x, y = load_npz(str(npz), "test")
+    want = ftdfast.fisher_diagonal(tiny_cnn().eval(), (x, y), backend="loop", progress=False)
+    for k in want:
+        torch.testing.assert_close(f[k], want[k], rtol=1e-5, atol=1e-9)
+
+
+def test_load_npz_layouts(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, x=np.zeros((3, 4, 4, 3), dtype=np.uint8) + 255, y=np.array([0, 1, 2]))
+    x, y = load_npz(str(path), "test")
+    assert x.shape == (3, 3, 4, 4) and float(x.max()) == 1.0 and y.dtype == torch.long
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["fisher", "--model", "tests.cli_models:tiny_cnn", "--data", "missing.npz"], "no such file"),
+    (["fisher", "--model", "tests.cli_models", "--data", "x.npz"], "module:factory"),
+    (["fisher", "--model", "tests.cli_models:nope", "--data", "x.npz"], "cannot import"),
+])
+def test_bad_arguments(argv, match):
+    with pytest.raises(SystemExit, match=match):
+        main(argv)
+
+
+def test_errors_from_the_library_are_reported_not_raised(npz, tmp_path, capsys):
+    rc = main(["fisher", "--model", "tests.cli_models:tiny_cnn", "--data", str(npz), "--loss", "mse",
+               "--no-progress"])
+    assert rc == 2
+    assert "mse needs targets of the output's shape" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(capsys, tmp_path):
+    rc = main(["demo", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "demo.pt")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "conv1" in text and "fc2" in text and "test accuracy" in text
+    assert ftdfast.FisherDiagonal.load(tmp_path / "demo.pt").num_samples == 449
