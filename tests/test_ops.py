@@ -24,14 +24,19 @@ SHAPES = {
     "n0_empty": (0, 5, 4, 3),
     "n0_t1": (0, 1, 4, 3),
     "t0": (3, 0, 4, 3),
+    "i0_o0": (3, 2, 0, 0),
     "t1_mlp": (16, 1, 20, 10),
     "odd_3_5_7": (3, 5, 7, 11),
     "t17": (4, 17, 9, 6),
     "n1_long": (1, 33, 12, 5),
     "o1_i1": (6, 4, 1, 1),
     "many_samples": (67, 3, 13, 7),
+    # t <= 8 uses the fused CPU loop, t > 8 the BLAS one: both sides of the switch.
+    "t8_fused": (5, 8, 33, 17),
+    "t9_blas": (5, 9, 33, 17),
     # Bigger than one output tile (256 x 512) in both directions, odd remainders.
     "multi_tile": (3, 2, 515, 259),
+    "multi_tile_blas": (2, 9, 515, 259),
 }
 # Explicit tolerances: float64 is near-exact; float32 is checked against the
 # float64 oracle with rtol on the value and atol scaled by the largest entry.
@@ -87,7 +92,11 @@ def test_native_matches_ref(dtype, shape):
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 3], ids=["1thread", "3threads"])
-@pytest.mark.parametrize("shape", [SHAPES["t17"], SHAPES["many_samples"], SHAPES["multi_tile"]], ids=["t17", "many", "tiles"])
+@pytest.mark.parametrize(
+    "shape",
+    [SHAPES["t17"], SHAPES["many_samples"], SHAPES["multi_tile"], SHAPES["multi_tile_blas"]],
+    ids=["t17", "many", "tiles_fused", "tiles_blas"],
+)
 def test_native_thread_counts(threads, shape):
     """Single-threaded (one sample group) and more threads than tiles (several partials)."""
     a, g = make(shape, torch.float64)

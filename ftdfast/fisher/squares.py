@@ -35,9 +35,13 @@ def use_impl(impl: str) -> Iterator[None]:
         _IMPL.reset(token)
 
 
+def _linear_op():
+    """The Linear square-sum (a (n, t, i), b (n, t, o)) -> (o, i) for the current implementation choice."""
+    return sq_grad_sum_linear_ref if _IMPL.get() == "ref" else ops.sq_grad_sum_linear
+
+
 def _outer(f: Outer) -> torch.Tensor:
-    op = sq_grad_sum_linear_ref if _IMPL.get() == "ref" else ops.sq_grad_sum_linear
-    return op(f.a, f.b).reshape(f.shape)  # (o, i) -> the parameter's shape
+    return _linear_op()(f.a, f.b).reshape(f.shape)  # (o, i) -> the parameter's shape
 
 
 def _per_sample(f: PerSample) -> torch.Tensor:
@@ -45,8 +49,7 @@ def _per_sample(f: PerSample) -> torch.Tensor:
 
 
 def _conv(f: ConvWeight) -> torch.Tensor:
-    impl = _IMPL.get()
-    return conv_sum_of_squares(f, sq_grad_sum_linear_ref if impl == "ref" else ops.sq_grad_sum_linear, impl)
+    return conv_sum_of_squares(f, _linear_op(), _IMPL.get())
 
 
 def _scatter(f: Scatter) -> torch.Tensor:
@@ -90,15 +93,11 @@ def sum_of_squares(factors: Sequence) -> torch.Tensor:
         return _SINGLE[type(factors[0])](factors[0])
     n = factors[0].n
     shape = tuple(factors[0].shape)
-    numel = 1
-    for s in shape:
-        numel *= s
-    dtype = _dtype(factors[0])
     acc = None
-    step = chunk_size(numel * 2, dtype)
+    step = chunk_size(2 * torch.Size(shape).numel(), _dtype(factors[0]))
     for start in range(0, n, step):
         stop = min(n, start + step)
-        g = factors[0].per_sample(start, stop).to(dtype)
+        g = factors[0].per_sample(start, stop)
         for f in factors[1:]:
             g = g + f.per_sample(start, stop).reshape(g.shape)
         part = g.square_().sum(dim=0)
