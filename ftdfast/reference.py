@@ -8,10 +8,11 @@ Index letters: n sample, t position, i in (features), o out (features).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
-# Elements of the (chunk, o, i) per-sample gradient block held at once.
-MAX_CHUNK_ELEMS = 1 << 24
+from .workspace import workspace_elements
 
 
 def _check_sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> None:
@@ -34,14 +35,15 @@ def _check_sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> None:
         raise RuntimeError(f"ftdfast: a and g must be on the same device, got {a.device} and {g.device}")
 
 
-def sq_grad_sum_linear_ref(a: torch.Tensor, g: torch.Tensor, *, max_chunk_elems: int = MAX_CHUNK_ELEMS) -> torch.Tensor:
+def sq_grad_sum_linear_ref(a: torch.Tensor, g: torch.Tensor, *,
+                           max_chunk_elems: Optional[int] = None) -> torch.Tensor:
     """Sum over samples of the squared per-sample weight gradient of a linear layer.
 
     Args:
         a: layer inputs, shape (n, t, i).
         g: gradients w.r.t. the layer outputs, shape (n, t, o); same dtype and device as ``a``.
         max_chunk_elems: bound on chunk * o * i, the size of the per-sample
-            gradient block computed at once.
+            gradient block computed at once (default: ``FTDFAST_WORKSPACE_MB``).
 
     Returns:
         S of shape (o, i), dtype of the inputs, with
@@ -59,6 +61,8 @@ def sq_grad_sum_linear_ref(a: torch.Tensor, g: torch.Tensor, *, max_chunk_elems:
         return a.new_zeros((o, i))
     if t == 1:
         return g[:, 0, :].square().T @ a[:, 0, :].square()
+    if max_chunk_elems is None:
+        max_chunk_elems = workspace_elements(a.dtype)
     chunk = max(1, max_chunk_elems // max(1, o * i))
     out = a.new_zeros((o, i))
     for start in range(0, n, chunk):

@@ -81,7 +81,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             to the accumulator in ``dtype``.
         progress: show a progress bar.
         strict: raise instead of using the torch.func fallback for modules without a rule.
-        chunk_size: samples per vmap chunk for ``backend="func"`` (default: a 64 MiB budget).
+        chunk_size: samples per vmap chunk for ``backend="func"`` (default: the ``FTDFAST_WORKSPACE_MB`` budget).
 
     Returns:
         A :class:`FisherDiagonal` mapping each trainable parameter's name to a tensor of
@@ -133,7 +133,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     if backend == "legacy":
         values = engine.finish()
     else:
-        values = {k: v.div_(seen) for k, v in engine.acc.items()}
+        values = {k: v.div_(seen) for k, v in engine.totals().items()}
     used = "native" if backend == "auto" and _ext.HAS_NATIVE else ("rules" if backend == "auto" else backend)
     meta = {"loss": spec.name, "fisher": fisher, "backend": used, "dtype": str(dtype).replace("torch.", ""),
             "model": type(model).__qualname__, "torch": str(torch.__version__), "ftdfast": __version__}

@@ -4,12 +4,12 @@
   fast when channels are few and positions many.
 - ``per_sample``: one weight-only convolution backward per sample, squared into an
   accumulator; fast when the weight is large and positions few.
-- ``unfold``: the input unfolded (im2col) per chunk of samples, then the Linear
-  square-sum over positions (the native fused op when built); convolutions with
-  groups == 1, 1-D and 2-D, not transposed.
+- ``unfold``: the input's patches (a strided view copied once per chunk of samples),
+  then the Linear square-sum over positions (the native fused op when built);
+  convolutions with groups == 1, not transposed.
 
 Which is fastest depends on the shapes and the machine, so each distinct layer
-configuration is timed once on a few samples and the winner is cached for the
+configuration is timed (best of a few runs on a few samples) and the winner is cached for the
 process (like cuDNN's benchmark mode). ``FTDFAST_CONV_METHOD`` forces one.
 All three compute the same quantity; only the rounding order differs.
 """
@@ -22,9 +22,11 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from .factors import ConvWeight, chunk_size, workspace_elements
+from ..workspace import chunk_size, workspace_elements
+from .factors import ConvWeight
 
-_PROBE_SAMPLES = 16
+_PROBE_SAMPLES = 8
+_PROBE_REPEATS = 3
 _CHOICE: Dict[tuple, str] = {}
 
 
@@ -52,22 +54,40 @@ def per_sample(f: ConvWeight, outer: Callable) -> torch.Tensor:
     return acc
 
 
+def patches(x: torch.Tensor, kernel, stride, padding, dilation) -> torch.Tensor:
+    """Input patches as (n, t, i): t output positions, i = C * prod(kernel) in the weight's (C, k...) order.
+
+    A strided view of the padded input, copied once into the layout the Linear
+    square-sum reads; 1-D, 2-D and 3-D alike.
+    """
+    dims = len(kernel)
+    if any(padding):
+        pads = []
+        for p in reversed(padding):
+            pads += [p, p]
+        x = F.pad(x, pads)
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    out = [(spatial[d] - dilation[d] * (kernel[d] - 1) - 1) // stride[d] + 1 for d in range(dims)]
+    st = x.stride()
+    view = x.as_strided(
+        (n,) + tuple(out) + (c,) + tuple(kernel),
+        (st[0],) + tuple(st[2 + d] * stride[d] for d in range(dims)) + (st[1],)
+        + tuple(st[2 + d] * dilation[d] for d in range(dims)),
+        x.storage_offset())
+    return view.reshape(n, _numel(out), c * _numel(kernel))
+
+
 def unfold(f: ConvWeight, outer: Callable) -> torch.Tensor:
-    dims = len(f.shape) - 2
-    x, gy = f.x, f.gy
-    kernel, stride, padding, dilation = tuple(f.shape[2:]), tuple(f.stride), tuple(f.padding), tuple(f.dilation)
-    if dims == 1:
-        x, gy = x.unsqueeze(2), gy.unsqueeze(2)
-        kernel, stride, padding, dilation = (1,) + kernel, (1,) + stride, (0,) + padding, (1,) + dilation
     features = _numel(f.shape[1:])
-    positions = _numel(gy.shape[2:])
-    step = max(1, workspace_elements(x.dtype) // max(1, features * positions))
+    positions = _numel(f.gy.shape[2:])
+    step = max(1, workspace_elements(f.x.dtype) // max(1, features * positions))
     acc = None
     for start in range(0, f.n, step):
         stop = min(f.n, start + step)
-        a = F.unfold(x[start:stop], kernel, dilation=dilation, padding=padding, stride=stride)  # (n, i, t)
-        b = gy[start:stop].flatten(2)  # (n, o, t)
-        part = outer(a.transpose(1, 2), b.transpose(1, 2))  # (o, i)
+        a = patches(f.x[start:stop], tuple(f.shape[2:]), f.stride, f.padding, f.dilation)  # (n, t, i)
+        b = f.gy[start:stop].flatten(2).transpose(1, 2)  # (n, t, o)
+        part = outer(a, b)  # (o, i)
         acc = part if acc is None else acc.add_(part)
     return acc.reshape(f.shape)
 
@@ -77,7 +97,7 @@ METHODS = {"grouped": grouped, "per_sample": per_sample, "unfold": unfold}
 
 def applicable(f: ConvWeight) -> List[str]:
     names = ["grouped", "per_sample"]
-    if not f.transposed and f.groups == 1 and len(f.shape) in (3, 4):
+    if not f.transposed and f.groups == 1:
         names.append("unfold")
     return names
 
@@ -112,11 +132,14 @@ def choose(f: ConvWeight, outer: Callable, impl: str) -> str:
         times = {}
         for name in names:
             METHODS[name](probe, outer)  # warm-up
-            _sync(f.x.device)
-            t0 = time.perf_counter()
-            METHODS[name](probe, outer)
-            _sync(f.x.device)
-            times[name] = time.perf_counter() - t0
+            best = float("inf")
+            for _ in range(_PROBE_REPEATS):  # the best of a few: robust to a busy machine
+                _sync(f.x.device)
+                t0 = time.perf_counter()
+                METHODS[name](probe, outer)
+                _sync(f.x.device)
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
         _CHOICE[key] = min(times, key=times.get)
     return _CHOICE[key]
 

@@ -9,23 +9,10 @@ Index letters: n sample, t position, i layer input feature, o output feature.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 import torch
-
-
-def workspace_elements(dtype: torch.dtype) -> int:
-    """How many elements a temporary per-sample block may hold (``FTDFAST_WORKSPACE_MB``, default 64)."""
-    mb = float(os.environ.get("FTDFAST_WORKSPACE_MB", "64"))
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return max(1, int(mb * 2**20) // itemsize)
-
-
-def chunk_size(per_sample_elements: int, dtype: torch.dtype) -> int:
-    """Samples per chunk so that a (chunk, *param_shape) block fits the workspace."""
-    return max(1, workspace_elements(dtype) // max(1, per_sample_elements))
 
 
 @dataclass

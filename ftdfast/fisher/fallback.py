@@ -28,14 +28,16 @@ from .registry import Call
 _WARNED: set = set()
 
 
-def warn_fallback(module: nn.Module) -> None:
+def warn_fallback(module: nn.Module, declined: bool = False) -> None:
     """Warn once per module type that it goes to the torch.func fallback."""
     name = type(module).__qualname__
-    if name in _WARNED:
+    if (name, declined) in _WARNED:
         return
-    _WARNED.add(name)
+    _WARNED.add((name, declined))
+    what = (f"the Fisher rule for {name} does not cover this configuration" if declined
+            else f"no Fisher rule for {name}")
     warnings.warn(
-        f"ftdfast: no Fisher rule for {name}; its parameters use the torch.func fallback (per-sample "
+        f"ftdfast: {what}; its parameters use the torch.func fallback (per-sample "
         "gradients in chunks: slower). Register a rule with ftdfast.register_rule, or pass strict=True "
         "to make this an error.", stacklevel=4)
 

@@ -11,6 +11,12 @@ import torch
 FORMAT_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class FisherDiagonal(Mapping):
     """The diagonal of a Fisher information matrix, one tensor per parameter (same shape).
 
@@ -114,6 +120,7 @@ class FisherDiagonal(Mapping):
                 torch.save(payload, f)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -17,7 +17,8 @@ import torch
 from .. import ops
 from ..reference import sq_grad_sum_linear_ref
 from .conv_methods import conv_sum_of_squares
-from .factors import ConvWeight, Outer, PerSample, Scatter, Stacked, chunk_size
+from ..workspace import chunk_size
+from .factors import ConvWeight, Outer, PerSample, Scatter, Stacked
 
 
 _IMPL = contextvars.ContextVar("ftdfast_squares_impl", default="auto")

@@ -38,6 +38,19 @@ def _factor(n=5, groups=1, transposed=False):
     return ConvWeight(x, gy, w_shape, [1, 1], [0, 0], [1, 1], groups, transposed, [0, 0])
 
 
+@pytest.mark.parametrize("dims,kernel,stride,padding,dilation", [
+    (1, (3,), (2,), (1,), (2,)), (2, (3, 2), (2, 1), (1, 0), (1, 2)), (3, (2, 1, 3), (1, 2, 1), (0, 1, 1), (2, 1, 1))])
+def test_patches_match_unfold_and_conv(dims, kernel, stride, padding, dilation):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((3, 2) + (7, 6, 5)[:dims], generator=g, dtype=torch.float64)
+    w = torch.randn((4, 2) + kernel, generator=g, dtype=torch.float64)
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[dims]
+    want = conv(x, w, stride=stride, padding=padding, dilation=dilation)
+    a = conv_methods.patches(x, kernel, stride, padding, dilation)  # (n, t, i)
+    got = (a @ w.reshape(4, -1).T).transpose(1, 2).reshape(want.shape)
+    torch.testing.assert_close(got, want)
+
+
 def test_unfold_only_where_it_applies():
     assert "unfold" in conv_methods.applicable(_factor())
     assert "unfold" not in conv_methods.applicable(_factor(groups=2))

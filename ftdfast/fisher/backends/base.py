@@ -39,8 +39,21 @@ class Backend:
         self.acc: Dict[str, torch.Tensor] = {}
 
     def start(self, dtype: torch.dtype) -> None:
-        self.acc = {name: torch.zeros(p.shape, dtype=dtype, device=p.device)
-                    for name, p in self.table.params.items()}
+        self.dtype = dtype
+        self.acc = {}
+
+    def add(self, name: str, s: torch.Tensor) -> None:
+        """Add a batch's sum of squares for parameter ``name`` into its accumulator (dtype ``self.dtype``)."""
+        acc = self.acc.get(name)
+        if acc is None:
+            self.acc[name] = s.to(self.dtype, copy=True)
+        else:
+            acc.add_(s)
+
+    def totals(self) -> Dict[str, torch.Tensor]:
+        """The accumulated sums per parameter, zeros where no gradient ever arrived."""
+        return {name: self.acc[name] if name in self.acc else torch.zeros(p.shape, dtype=self.dtype, device=p.device)
+                for name, p in self.table.params.items()}
 
     def forward(self, batch: Batch, model: Optional[nn.Module] = None) -> torch.Tensor:
         """Run the model on ``batch``; a shape mismatch becomes an error that names the data's shape."""

@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
 from ..data import Batch, map_tensors
-from ..factors import chunk_size as workspace_chunk
+from ...workspace import chunk_size as workspace_chunk
 from .base import Backend, ParamTable
 
 
@@ -43,4 +43,4 @@ class FuncBackend(Backend):
                 with torch.enable_grad():
                     g = fn(params, part.inputs, v[start:start + part.n])
                 for name, gi in g.items():
-                    self.acc[name].add_(gi.square().sum(dim=0).to(self.acc[name].dtype))
+                    self.add(name, gi.square().sum(dim=0))

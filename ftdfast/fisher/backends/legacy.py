@@ -29,14 +29,14 @@ class LegacyBackend(Backend):
             grads = torch.autograd.grad(loss, [self.table.params[k] for k in names], allow_unused=True)
         for name, g in zip(names, grads):
             if g is not None:
-                g = g.to(self.acc[name].dtype)
-                self.acc[name].addcmul_(g, g)
+                g = g.to(self.dtype)
+                self.add(name, g * g)
         self.num_batches += 1
 
     def finish(self) -> dict:
         """The authors' averaging: over batches, then over each parameter's first dimension."""
         out = {}
-        for name, s in self.acc.items():
+        for name, s in self.totals().items():
             s = s / max(1, self.num_batches)
             out[name] = s.mean(dim=0, keepdim=True).expand_as(s).clone() if s.dim() else s
         return out

@@ -41,5 +41,5 @@ class LoopBackend(Backend):
                                                 allow_unused=True)
                     for name, g in zip(names, grads):
                         if g is not None:
-                            g = g.to(self.acc[name].dtype)
-                            self.acc[name].addcmul_(g, g)
+                            g = g.to(self.dtype)
+                            self.add(name, g * g)

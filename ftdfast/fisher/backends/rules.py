@@ -106,14 +106,12 @@ class RulesBackend(Backend):
                 users[g] = users.get(g, 0) + 1
         for u in self.units:
             u.shared = any(users[g] > 1 for g in u.params.values())
-        self._recording = False
+        self._last_pass = True
         self._edges: list = []
         self._checked_graph = False
 
     # ------------------------------------------------------------- hooks
     def _forward_hook(self, unit: _Unit, module, args, kwargs, output):
-        if not self._recording:
-            return None
         leaves = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
         live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
         if not live:
@@ -133,6 +131,9 @@ class RulesBackend(Backend):
         if call.extra.get("stream"):
             self._accumulate(self._factors(unit, [call]))
             call.grad[index] = None
+            if self._last_pass:  # let autograd free this layer's activations as backward goes on
+                call.args, call.kwargs, call.output = (), {}, None
+                call.extra["versions"] = []
         return None
 
     # --------------------------------------------------------- computing
@@ -153,7 +154,7 @@ class RulesBackend(Backend):
             factors = unit.rule.fn(unit.module, view) if unit.rule is not None else None
             if factors is None:
                 if unit.rule is not None:
-                    warn_fallback(unit.module)
+                    warn_fallback(unit.module, declined=True)
                 n = self._batch_n
                 factors = fallback_factors(unit.module, view, list(unit.params), n)
             for local, global_name in unit.params.items():
@@ -166,7 +167,7 @@ class RulesBackend(Backend):
 
     def _accumulate(self, factors: Dict[str, list]) -> None:
         for name, s in sum_of_squares_group(factors).items():
-            self.acc[name].add_(s)  # promotes to the accumulation dtype
+            self.add(name, s)
 
     # ------------------------------------------------------------ driving
     def accumulate(self, batch, grads_for) -> None:
@@ -177,11 +178,9 @@ class RulesBackend(Backend):
         handles = [u.module.register_forward_hook(partial(self._forward_hook, u), with_kwargs=True)
                    for u in self.units]
         try:
-            self._recording = True
             with torch.enable_grad():
                 out = self.forward(batch)
         finally:
-            self._recording = False
             for h in handles:
                 h.remove()
         if not self._checked_graph:
@@ -196,6 +195,7 @@ class RulesBackend(Backend):
         bottom = [e for e in self._edges if not below[e.node]]
         vs = list(grads_for(out))
         for k, v in enumerate(vs):
+            self._last_pass = k == len(vs) - 1
             for u in deferred:
                 for c in u.calls:
                     c.grad = [None] * len(c.grad)
