@@ -109,6 +109,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     device = torch.device(device)
 
     impl = "auto" if backend in ("auto", "native") else "ref"
+    used = ("native" if _ext.HAS_NATIVE else "rules") if backend == "auto" else backend
     engine = BACKENDS["rules" if backend == "auto" else backend](
         model, table, strict=strict, chunk_size=chunk_size, loss_spec=spec, fisher=fisher)
     engine.start(dtype)
@@ -117,7 +118,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     if max_samples is not None and total is not None:
         total = min(total, max_samples)
     seen = 0
-    with progress_bar(total=total, enabled=progress, desc=f"Fisher ({engine.name})", unit="sample") as bar, \
+    with progress_bar(total=total, enabled=progress, desc=f"Fisher ({used})", unit="sample") as bar, \
             use_impl(impl):
         for batch in stream_batches(data, batch_size=batch_size, max_samples=max_samples, device=device):
             def grads_for(out, batch=batch):
@@ -134,7 +135,6 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         values = engine.finish()
     else:
         values = {k: v.div_(seen) for k, v in engine.totals().items()}
-    used = "native" if backend == "auto" and _ext.HAS_NATIVE else ("rules" if backend == "auto" else backend)
     meta = {"loss": spec.name, "fisher": fisher, "backend": used, "dtype": str(dtype).replace("torch.", ""),
             "model": type(model).__qualname__, "torch": str(torch.__version__), "ftdfast": __version__}
     if fisher == "mc":
