@@ -26,4 +26,10 @@ TORCH_LIBRARY(ftdfast, m) {
   // S[o, i] = sum_n (sum_t g[n, t, o] * a[n, t, i])^2 for a (n, t, i), g (n, t, o):
   // the per-sample squared weight gradients of a linear layer, summed over samples.
   m.def("sq_grad_sum_linear(Tensor a, Tensor g) -> Tensor");
+  // S = sum_n G_n * G_n (shape weight_shape) for a Conv1d/2d/3d with zero
+  // padding, G_n being sample n's weight gradient given input (n, C_in, *spatial)
+  // and grad_output (n, C_out, *spatial_out).
+  m.def(
+      "sq_grad_sum_conv(Tensor input, Tensor grad_output, int[] weight_shape, int[] stride, "
+      "int[] padding, int[] dilation, int groups) -> Tensor");
 }

@@ -8,11 +8,11 @@ Index letters: n sample, t position, i in (features), o out (features).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
-from .workspace import workspace_elements
+from .workspace import chunk_size, workspace_elements
 
 
 def _check_sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> None:
@@ -68,4 +68,120 @@ def sq_grad_sum_linear_ref(a: torch.Tensor, g: torch.Tensor, *,
     for start in range(0, n, chunk):
         grads = torch.bmm(g[start : start + chunk].transpose(1, 2), a[start : start + chunk])  # (c, o, i)
         out += grads.square_().sum(0)
+    return out
+
+
+def _check_sq_grad_sum_conv(x: torch.Tensor, gy: torch.Tensor, weight_shape: Sequence[int],
+                            stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                            groups: int) -> None:
+    """Same checks, and the same wording, as the native kernel."""
+    if not 3 <= x.dim() <= 5:
+        raise RuntimeError(
+            "ftdfast: input (n, C_in, *spatial) must be 3-D, 4-D or 5-D (Conv1d/2d/3d), "
+            f"got a {x.dim()}-D tensor of shape {list(x.shape)}")
+    d = x.dim() - 2
+    if gy.dim() != x.dim():
+        raise RuntimeError(f"ftdfast: grad_output (n, C_out, *spatial_out) must be {x.dim()}-D, "
+                           f"got a {gy.dim()}-D tensor of shape {list(gy.shape)}")
+    ws = list(weight_shape)
+    if len(ws) != d + 2:
+        raise RuntimeError(f"ftdfast: weight_shape must have {d + 2} entries (C_out, C_in / groups, *kernel) "
+                           f"for a {d}-D convolution, got {ws}")
+    for name, v in (("stride", stride), ("padding", padding), ("dilation", dilation)):
+        if len(v) != d:
+            raise RuntimeError(f"ftdfast: {name} must have {d} entries, got {list(v)}")
+    if groups <= 0:
+        raise RuntimeError(f"ftdfast: groups must be positive, got {groups}")
+    for j in range(d):
+        if stride[j] <= 0:
+            raise RuntimeError(f"ftdfast: stride must be positive, got {list(stride)}")
+        if padding[j] < 0:
+            raise RuntimeError(f"ftdfast: padding must be non-negative, got {list(padding)}")
+        if dilation[j] <= 0:
+            raise RuntimeError(f"ftdfast: dilation must be positive, got {list(dilation)}")
+        if ws[2 + j] <= 0:
+            raise RuntimeError(f"ftdfast: kernel sizes (weight_shape[2:]) must be positive, got {ws}")
+    if ws[0] < 0 or ws[1] < 0:
+        raise RuntimeError(f"ftdfast: weight_shape must be non-negative, got {ws}")
+    if x.shape[0] != gy.shape[0]:
+        raise RuntimeError(
+            f"ftdfast: input and grad_output must agree on dim 0 = n (samples), got {x.shape[0]} and "
+            f"{gy.shape[0]} (shapes {list(x.shape)} and {list(gy.shape)})")
+    if x.shape[1] != ws[1] * groups:
+        raise RuntimeError(f"ftdfast: input has {x.shape[1]} channels but weight_shape {ws} with groups = "
+                           f"{groups} expects {ws[1] * groups} (C_in / groups = weight_shape[1])")
+    if gy.shape[1] != ws[0]:
+        raise RuntimeError(f"ftdfast: grad_output has {gy.shape[1]} channels but weight_shape {ws} has "
+                           f"C_out = {ws[0]}")
+    if ws[0] % groups:
+        raise RuntimeError(f"ftdfast: C_out = weight_shape[0] = {ws[0]} must be divisible by groups = {groups}")
+    for j in range(d):
+        span = dilation[j] * (ws[2 + j] - 1) + 1
+        padded = x.shape[2 + j] + 2 * padding[j]
+        if padded < span:
+            raise RuntimeError(
+                f"ftdfast: input spatial dim {j} (size {x.shape[2 + j]} + 2 * padding {padding[j]}) is smaller "
+                f"than the dilated kernel ({span}); input shape {list(x.shape)}, weight_shape {ws}")
+        out = (padded - span) // stride[j] + 1
+        if gy.shape[2 + j] != out:
+            raise RuntimeError(
+                f"ftdfast: grad_output spatial dim {j} is {gy.shape[2 + j]} but the convolution of input "
+                f"{list(x.shape)} with weight_shape {ws}, stride {list(stride)}, padding {list(padding)}, "
+                f"dilation {list(dilation)} gives {out} (grad_output shape {list(gy.shape)})")
+    for t, name in ((x, "input"), (gy, "grad_output")):
+        if not t.is_floating_point():
+            raise RuntimeError(f"ftdfast: {name} must have a floating dtype, got {t.dtype}")
+    if x.dtype != gy.dtype:
+        raise RuntimeError(f"ftdfast: input and grad_output must have the same dtype, got {x.dtype} and {gy.dtype}")
+    if x.device != gy.device:
+        raise RuntimeError(
+            f"ftdfast: input and grad_output must be on the same device, got {x.device} and {gy.device}")
+
+
+def sq_grad_sum_conv_ref(input: torch.Tensor, grad_output: torch.Tensor, weight_shape: Sequence[int],
+                         stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                         groups: int, *, max_chunk_elems: Optional[int] = None) -> torch.Tensor:
+    """Sum over samples of the squared per-sample weight gradient of a convolution.
+
+    Args:
+        input: layer inputs, shape (n, C_in, *spatial) for a Conv1d/2d/3d (not transposed).
+        grad_output: gradients w.r.t. the layer outputs, shape (n, C_out, *spatial_out);
+            same dtype and device as ``input``.
+        weight_shape: (C_out, C_in / groups, *kernel).
+        stride, padding, dilation: one entry per spatial dimension; zero padding.
+        groups: convolution groups.
+        max_chunk_elems: bound on chunk * prod(weight_shape), the size of the
+            per-sample gradient block computed at once (default: ``FTDFAST_WORKSPACE_MB``).
+
+    Returns:
+        S of shape ``weight_shape``, ``S = sum_n G_n * G_n`` with ``G_n`` the weight
+        gradient of sample n alone (``convolution_backward`` on that sample).
+
+    Samples are processed in chunks; per chunk one grouped ``convolution_backward``
+    (samples become groups) gives every sample's weight gradient at once.
+    """
+    _check_sq_grad_sum_conv(input, grad_output, weight_shape, stride, padding, dilation, groups)
+    ws = [int(s) for s in weight_shape]
+    n = input.shape[0]
+    numel = 1
+    for s in ws:
+        numel *= s
+    out = input.new_zeros(ws)
+    if n == 0 or numel == 0:
+        return out
+    if max_chunk_elems is None:
+        step = chunk_size(numel, input.dtype)
+    else:
+        step = max(1, max_chunk_elems // numel)
+    d = input.dim() - 2
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        c = stop - start
+        x = input[start:stop].reshape((1, -1) + tuple(input.shape[2:]))
+        gy = grad_output[start:stop].reshape((1, -1) + tuple(grad_output.shape[2:]))
+        dummy = input.new_empty([c * ws[0]] + ws[1:])
+        grads = torch.ops.aten.convolution_backward(
+            gy, x, dummy, None, list(stride), list(padding), list(dilation), False, [0] * d, groups * c,
+            [False, True, False])[1]
+        out = out + grads.reshape([c] + ws).square().sum(0)
     return out

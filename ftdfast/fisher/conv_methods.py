@@ -7,6 +7,9 @@
 - ``unfold``: the input's patches (a strided view copied once per chunk of samples),
   then the Linear square-sum over positions (the native fused op when built);
   convolutions with groups == 1, not transposed.
+- ``native``: the C++ op ``ftdfast::sq_grad_sum_conv`` (implicit im2col, per-sample
+  GEMMs squared into output tiles); not transposed, only where it is built and
+  the implementation is not forced to pure PyTorch (``backend="rules"``).
 
 Which is fastest depends on the shapes and the machine, so each distinct layer
 configuration is timed (best of a few runs on a few samples) and the winner is cached for the
@@ -22,6 +25,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
+from .. import _ext, ops
 from ..workspace import chunk_size, workspace_elements
 from .factors import ConvWeight
 
@@ -92,13 +96,19 @@ def unfold(f: ConvWeight, outer: Callable) -> torch.Tensor:
     return acc.reshape(f.shape)
 
 
-METHODS = {"grouped": grouped, "per_sample": per_sample, "unfold": unfold}
+def native(f: ConvWeight, outer: Callable) -> torch.Tensor:
+    return ops.sq_grad_sum_conv(f.x, f.gy, f.shape, f.stride, f.padding, f.dilation, f.groups)
 
 
-def applicable(f: ConvWeight) -> List[str]:
+METHODS = {"grouped": grouped, "per_sample": per_sample, "unfold": unfold, "native": native}
+
+
+def applicable(f: ConvWeight, impl: str = "auto") -> List[str]:
     names = ["grouped", "per_sample"]
     if not f.transposed and f.groups == 1:
         names.append("unfold")
+    if impl == "auto" and not f.transposed and _ext.has_kernel("ftdfast::sq_grad_sum_conv", f.x.device):
+        names.append("native")
     return names
 
 
@@ -120,7 +130,7 @@ def _sync(device: torch.device) -> None:
 
 def choose(f: ConvWeight, outer: Callable, impl: str) -> str:
     """The method for this layer configuration: forced, cached, or timed now on a few samples."""
-    names = applicable(f)
+    names = applicable(f, impl)
     forced = os.environ.get("FTDFAST_CONV_METHOD")
     if forced:
         if forced not in METHODS:

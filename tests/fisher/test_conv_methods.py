@@ -51,10 +51,13 @@ def test_patches_match_unfold_and_conv(dims, kernel, stride, padding, dilation):
     torch.testing.assert_close(got, want)
 
 
-def test_unfold_only_where_it_applies():
+def test_unfold_and_native_only_where_they_apply():
     assert "unfold" in conv_methods.applicable(_factor())
     assert "unfold" not in conv_methods.applicable(_factor(groups=2))
     assert "unfold" not in conv_methods.applicable(_factor(transposed=True))
+    assert ("native" in conv_methods.applicable(_factor(groups=2))) == ftdfast._ext.HAS_NATIVE
+    assert "native" not in conv_methods.applicable(_factor(), "ref")
+    assert "native" not in conv_methods.applicable(_factor(transposed=True))
 
 
 def test_choice_is_timed_once_then_cached(monkeypatch):
