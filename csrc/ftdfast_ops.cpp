@@ -32,4 +32,13 @@ TORCH_LIBRARY(ftdfast, m) {
   m.def(
       "sq_grad_sum_conv(Tensor input, Tensor grad_output, int[] weight_shape, int[] stride, "
       "int[] padding, int[] dilation, int groups) -> Tensor");
+  // Fisher Task Distance between two diagonal Fishers, each given as a list of
+  // per-parameter tensors (f_a[k] and f_b[k] of the same shape, non-negative):
+  // d = || sqrt(f_a / tr f_a) - sqrt(f_b / tr f_b) ||_2 / sqrt(2) in [0, 1], a
+  // 0-dim tensor; tr sums over every tensor of the list.
+  m.def("fisher_distance(Tensor[] f_a, Tensor[] f_b) -> Tensor");
+  // All pairwise distances D (R, C) between rows (R, P) and cols (C, P), each
+  // row a flattened Fisher diagonal: D[r, c] = fisher_distance(rows[r], cols[c])
+  // from the Hellinger identity d^2 = 1 - <sqrt(p_r), sqrt(q_c)>, one GEMM.
+  m.def("fisher_distance_matrix(Tensor rows, Tensor cols) -> Tensor");
 }

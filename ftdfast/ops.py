@@ -13,7 +13,15 @@ from typing import Sequence
 import torch
 
 from ftdfast import _ext
-from ftdfast.reference import _check_sq_grad_sum_conv, sq_grad_sum_conv_ref, sq_grad_sum_linear_ref
+from ftdfast.reference import (
+    _check_fisher_distance,
+    _check_fisher_distance_matrix,
+    _check_sq_grad_sum_conv,
+    fisher_distance_matrix_ref,
+    fisher_distance_ref,
+    sq_grad_sum_conv_ref,
+    sq_grad_sum_linear_ref,
+)
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 
@@ -64,6 +72,59 @@ def sq_grad_sum_conv(input: torch.Tensor, grad_output: torch.Tensor, weight_shap
     return sq_grad_sum_conv_ref(input, grad_output, *args)
 
 
+def fisher_distance(f_a: Sequence[torch.Tensor], f_b: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Fisher Task Distance d (0-dim tensor, in [0, 1]) between two diagonal Fishers.
+
+    ``f_a`` and ``f_b`` are equally long lists of non-negative per-parameter
+    Fisher diagonals, ``f_a[k]`` and ``f_b[k]`` of the same (any) shape::
+
+        d = || sqrt(f_a / tr f_a) - sqrt(f_b / tr f_b) ||_2 / sqrt(2)
+
+    with ``tr`` the sum over every tensor of the list. Symmetric, invariant to
+    scaling either Fisher, 0 for proportional inputs and 1 for disjoint
+    supports. The native kernel handles float32/float64 (accumulating in
+    float64, no concatenated copy) without autograd; other float dtypes,
+    devices without a kernel, empty lists and inputs that need gradients use
+    :func:`ftdfast.reference.fisher_distance_ref`.
+    """
+    f_a, f_b = list(f_a), list(f_b)
+    tensors = f_a + f_b
+    if (
+        _ext.HAS_NATIVE
+        and len(f_a) == len(f_b) > 0  # else the reference raises a clear error
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and all((t.dtype, t.device) == (f_a[0].dtype, f_a[0].device) for t in tensors)
+        and f_a[0].dtype in _NATIVE_DTYPES
+        and _ext.has_kernel("ftdfast::fisher_distance", f_a[0].device)
+    ):
+        return torch.ops.ftdfast.fisher_distance(f_a, f_b)
+    return fisher_distance_ref(f_a, f_b)
+
+
+def fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """All pairwise Fisher Task Distances D (R, C) between rows (R, P) and cols (C, P).
+
+    Each row of ``rows`` and ``cols`` is a non-negative, flattened Fisher
+    diagonal (e.g. ``torch.cat([f.reshape(-1) for f in fisher])``), and
+    ``D[r, c] = fisher_distance([rows[r]], [cols[c]])``, computed with the
+    Hellinger identity ``d^2 = 1 - <sqrt(p_r), sqrt(q_c)>`` as one GEMM and
+    clamped to [0, 1]. Near d = 0 the identity loses precision (about
+    sqrt(1e-16) = 1e-8 absolute, in float64 internally); use
+    :func:`fisher_distance` for a single accurate small distance. The native
+    kernel handles float32/float64 without autograd; other cases use
+    :func:`ftdfast.reference.fisher_distance_matrix_ref`.
+    """
+    if (
+        _ext.HAS_NATIVE
+        and not (torch.is_grad_enabled() and (rows.requires_grad or cols.requires_grad))
+        and rows.dtype in _NATIVE_DTYPES
+        and (rows.dtype, rows.device) == (cols.dtype, cols.device)
+        and _ext.has_kernel("ftdfast::fisher_distance_matrix", rows.device)
+    ):
+        return torch.ops.ftdfast.fisher_distance_matrix(rows, cols)
+    return fisher_distance_matrix_ref(rows, cols)
+
+
 if _ext.HAS_NATIVE:
 
     @torch.library.register_fake("ftdfast::sq_grad_sum_linear")
@@ -81,3 +142,17 @@ if _ext.HAS_NATIVE:
         torch._check(input.dtype in _NATIVE_DTYPES,
                      lambda: f"ftdfast: input must have dtype float32 or float64, got {input.dtype}")
         return input.new_empty(list(weight_shape))
+
+    @torch.library.register_fake("ftdfast::fisher_distance")
+    def _fisher_distance_fake(f_a, f_b):
+        _check_fisher_distance(f_a, f_b)
+        torch._check(f_a[0].dtype in _NATIVE_DTYPES,
+                     lambda: f"ftdfast: f_a[0] must have dtype float32 or float64, got {f_a[0].dtype}")
+        return f_a[0].new_empty(())
+
+    @torch.library.register_fake("ftdfast::fisher_distance_matrix")
+    def _fisher_distance_matrix_fake(rows, cols):
+        _check_fisher_distance_matrix(rows, cols)
+        torch._check(rows.dtype in _NATIVE_DTYPES,
+                     lambda: f"ftdfast: rows must have dtype float32 or float64, got {rows.dtype}")
+        return rows.new_empty((rows.shape[0], cols.shape[0]))

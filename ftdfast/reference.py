@@ -185,3 +185,122 @@ def sq_grad_sum_conv_ref(input: torch.Tensor, grad_output: torch.Tensor, weight_
             [False, True, False])[1]
         out = out + grads.reshape([c] + ws).square().sum(0)
     return out
+
+
+def _check_fisher_distance(f_a: Sequence[torch.Tensor], f_b: Sequence[torch.Tensor]) -> None:
+    """Same checks, and the same wording, as the native kernel (values are checked later)."""
+    if len(f_a) != len(f_b):
+        raise RuntimeError(
+            f"ftdfast: f_a and f_b must have the same length (one tensor per parameter), got {len(f_a)} and {len(f_b)}")
+    if not f_a:
+        raise RuntimeError("ftdfast: f_a and f_b must not be empty (one tensor per parameter)")
+    for k, (a, b) in enumerate(zip(f_a, f_b)):
+        for t, name in ((a, f"f_a[{k}]"), (b, f"f_b[{k}]")):
+            if not t.is_floating_point():
+                raise RuntimeError(f"ftdfast: {name} must have a floating dtype, got {t.dtype}")
+        for t, name in ((a, f"f_a[{k}]"), (b, f"f_b[{k}]")):
+            if t.dtype != f_a[0].dtype:
+                raise RuntimeError(
+                    f"ftdfast: f_a[0] and {name} must have the same dtype, got {f_a[0].dtype} and {t.dtype}")
+        for t, name in ((a, f"f_a[{k}]"), (b, f"f_b[{k}]")):
+            if t.device != f_a[0].device:
+                raise RuntimeError(
+                    f"ftdfast: f_a[0] and {name} must be on the same device, got {f_a[0].device} and {t.device}")
+        if a.shape != b.shape:
+            raise RuntimeError(
+                f"ftdfast: f_a[{k}] and f_b[{k}] must have the same shape, got {list(a.shape)} and {list(b.shape)}")
+
+
+def _check_fisher_values(x: torch.Tensor, name: str) -> None:
+    """x (float64, one Fisher diagonal) is non-negative, finite and not all zeros."""
+    total = x.sum()
+    if not torch.isfinite(total):
+        raise RuntimeError(f"ftdfast: {name} has NaN or infinite entries (trace {total.item()})")
+    if total.item() <= 0.0:
+        raise RuntimeError(f"ftdfast: {name} is all zeros (trace 0); a Fisher diagonal must have a positive trace")
+
+
+def fisher_distance_ref(f_a: Sequence[torch.Tensor], f_b: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Fisher Task Distance between two diagonal Fishers given as per-parameter tensors.
+
+    Args:
+        f_a, f_b: equally long lists of non-negative Fisher diagonals, ``f_a[k]``
+            and ``f_b[k]`` of the same (any) shape; one floating dtype and one
+            device for all.
+
+    Returns:
+        A 0-dim tensor (dtype of the inputs),
+        ``d = || sqrt(f_a / tr f_a) - sqrt(f_b / tr f_b) ||_2 / sqrt(2)`` in [0, 1],
+        where ``tr`` sums over every tensor of the list (the Hellinger
+        distance between the normalised diagonals). Computed in float64 on
+        the concatenated, flattened lists.
+    """
+    _check_fisher_distance(f_a, f_b)
+    flat = []
+    for fs, list_name in ((f_a, "f_a"), (f_b, "f_b")):
+        for k, t in enumerate(fs):
+            if t.numel() and t.min().item() < 0:
+                raise RuntimeError(f"ftdfast: {list_name}[{k}] has a negative entry (min {t.min().item()}); "
+                                   "a Fisher diagonal must be non-negative")
+        x = torch.cat([t.reshape(-1).double() for t in fs])
+        _check_fisher_values(x, list_name)
+        flat.append(x)
+    a, b = flat
+    d2 = 0.5 * ((a / a.sum()).sqrt() - (b / b.sum()).sqrt()).square().sum()
+    return d2.clamp_min(0.0).sqrt().clamp_max(1.0).to(f_a[0].dtype)
+
+
+def _check_fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> None:
+    """Same checks, and the same wording, as the native kernel (values are checked later)."""
+    for x, name in ((rows, "rows (R, P)"), (cols, "cols (C, P)")):
+        if x.dim() != 2:
+            raise RuntimeError(f"ftdfast: {name} must be 2-D, got a {x.dim()}-D tensor of shape {list(x.shape)}")
+    if rows.shape[1] != cols.shape[1]:
+        raise RuntimeError(
+            f"ftdfast: rows and cols must agree on dim 1 = P (parameters), got {rows.shape[1]} and {cols.shape[1]} "
+            f"(shapes {list(rows.shape)} and {list(cols.shape)})")
+    for x, name in ((rows, "rows"), (cols, "cols")):
+        if not x.is_floating_point():
+            raise RuntimeError(f"ftdfast: {name} must have a floating dtype, got {x.dtype}")
+    if rows.dtype != cols.dtype:
+        raise RuntimeError(f"ftdfast: rows and cols must have the same dtype, got {rows.dtype} and {cols.dtype}")
+    if rows.device != cols.device:
+        raise RuntimeError(f"ftdfast: rows and cols must be on the same device, got {rows.device} and {cols.device}")
+
+
+def _sqrt_normalised_rows(m: torch.Tensor, name: str) -> torch.Tensor:
+    """sqrt(m[r] / sum(m[r])) in float64, after the value checks of each row."""
+    x = m.double()
+    mins = x.amin(1).tolist() if x.shape[1] else [0.0] * x.shape[0]
+    sums = x.sum(1)
+    for r in range(x.shape[0]):
+        if mins[r] < 0:
+            raise RuntimeError(f"ftdfast: {name}[{r}] has a negative entry (min {mins[r]}); "
+                               "a Fisher diagonal must be non-negative")
+        if not torch.isfinite(sums[r]):
+            raise RuntimeError(f"ftdfast: {name}[{r}] has NaN or infinite entries (sum {sums[r].item()})")
+        if sums[r].item() <= 0.0:
+            raise RuntimeError(f"ftdfast: {name}[{r}] is all zeros; a Fisher diagonal must have a positive trace")
+    return (x / sums[:, None]).sqrt()
+
+
+def fisher_distance_matrix_ref(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """All pairwise Fisher Task Distances between two sets of flattened Fisher diagonals.
+
+    Args:
+        rows: (R, P), each row a non-negative, flattened Fisher diagonal.
+        cols: (C, P), same dtype and device as ``rows``.
+
+    Returns:
+        D of shape (R, C), dtype of the inputs, with
+        ``D[r, c] = sqrt(max(0, 1 - <sqrt(p_r), sqrt(q_c)>))``, clamped to [0, 1],
+        for ``p_r = rows[r] / sum(rows[r])`` and ``q_c = cols[c] / sum(cols[c])``:
+        ``fisher_distance_ref([rows[r]], [cols[c]])`` for every pair by the
+        Hellinger identity, computed as one float64 GEMM.
+    """
+    _check_fisher_distance_matrix(rows, cols)
+    if rows.shape[0] == 0 or cols.shape[0] == 0:
+        return rows.new_empty((rows.shape[0], cols.shape[0]))
+    sr = _sqrt_normalised_rows(rows, "rows")
+    sc = _sqrt_normalised_rows(cols, "cols")
+    return (1.0 - sr @ sc.T).clamp(0.0, 1.0).sqrt().to(rows.dtype)

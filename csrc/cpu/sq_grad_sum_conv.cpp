@@ -34,6 +34,7 @@
 #include <torch/library.h>
 
 #include "ftdfast/checks.h"
+#include "ftdfast/cpu_loops.h"
 #include "ftdfast/params.h"
 
 // Fortran BLAS as exported by libtorch (MKL / OpenBLAS builds). Weak: when
@@ -59,12 +60,6 @@ constexpr int64_t kPatchElems = int64_t{1} << 18;
 // per group) use the fused loop instead of BLAS. Measured: MKL beats the fused
 // loop already on LeNet-sized tiles (6 x 25, 16 x 150), not on 1 x 9.
 constexpr int64_t kMaxFusedTile = 64;
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FTDFAST_CONV_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FTDFAST_CONV_TARGET_CLONES
-#endif
 
 struct Plan {
   int64_t rows, cols;          // tile size
@@ -169,7 +164,7 @@ void im2col(const scalar_t* __restrict__ x, const SqGradSumConvParams& p, int64_
 // dot products over 64-byte vectors (GCC vector extensions, lowered per
 // target_clones ISA), four patch rows per pass over a gy row.
 template <typename scalar_t>
-FTDFAST_CONV_TARGET_CLONES void fused_dots(const scalar_t* __restrict__ gy, int64_t ldg,
+FTDFAST_TARGET_CLONES void fused_dots(const scalar_t* __restrict__ gy, int64_t ldg,
                                            const scalar_t* __restrict__ P, int64_t len, int64_t rows,
                                            int64_t cols, scalar_t* __restrict__ G) {
   typedef scalar_t V __attribute__((vector_size(64)));
@@ -225,20 +220,6 @@ FTDFAST_CONV_TARGET_CLONES void fused_dots(const scalar_t* __restrict__ gy, int6
         r0 += a[t] * b0[t];
       }
       g_row[j] += r0;
-    }
-  }
-}
-
-// acc[r * acc_stride + c] += x[r * cols + c]^2 over a rows x cols tile.
-template <typename scalar_t>
-FTDFAST_CONV_TARGET_CLONES void add_square(scalar_t* __restrict__ acc, int64_t acc_stride,
-                                           const scalar_t* __restrict__ x, int64_t rows,
-                                           int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    scalar_t* __restrict__ acc_row = acc + r * acc_stride;
-    const scalar_t* __restrict__ x_row = x + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      acc_row[c] += x_row[c] * x_row[c];
     }
   }
 }

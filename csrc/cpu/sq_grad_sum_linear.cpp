@@ -24,6 +24,7 @@
 #include <torch/library.h>
 
 #include "ftdfast/checks.h"
+#include "ftdfast/cpu_loops.h"
 #include "ftdfast/params.h"
 
 namespace ftdfast::cpu {
@@ -61,28 +62,6 @@ Plan make_plan(const SqGradSumLinearParams& p) {
   q.groups = std::min(p.n, at::divup(at::get_num_threads(), q.tiles()));
   q.block = std::max<int64_t>(1, kBlockElems / (q.rows * q.cols));
   return q;
-}
-
-// GCC compiles the element-wise loops below for several x86 ISAs and picks
-// one at load time (function multiversioning): the build stays generic.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FTDFAST_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FTDFAST_TARGET_CLONES
-#endif
-
-// acc[r * acc_stride + c] += x[r * cols + c]^2 over a rows x cols tile.
-template <typename scalar_t>
-FTDFAST_TARGET_CLONES void add_square(scalar_t* __restrict__ acc, int64_t acc_stride,
-                                      const scalar_t* __restrict__ x, int64_t rows,
-                                      int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    scalar_t* __restrict__ acc_row = acc + r * acc_stride;
-    const scalar_t* __restrict__ x_row = x + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      acc_row[c] += x_row[c] * x_row[c];
-    }
-  }
 }
 
 // One work item: an output tile and the samples of one sample group.

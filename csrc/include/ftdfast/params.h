@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -134,6 +135,61 @@ inline SqGradSumConvParams make_sq_grad_sum_conv_params(
   FTDFAST_CHECK_SAME_DTYPE(input, "input", grad_output, "grad_output");
   FTDFAST_CHECK_SAME_DEVICE(input, "input", grad_output, "grad_output");
   return p;
+}
+
+// fisher_distance: f_a, f_b lists of per-parameter Fisher diagonals, f_a[k]
+// and f_b[k] of the same (any) shape.
+struct FisherDistanceParams {
+  int64_t tensors;  // parameters (list length)
+  int64_t numel;    // entries per list, over all tensors
+};
+
+// Validates f_a and f_b for fisher_distance (same length, not empty, shapes
+// pairwise, one float dtype and one device for all) and returns the sizes.
+// Value checks (non-negative, non-zero trace) and device-type checks are left
+// to each kernel.
+inline FisherDistanceParams make_fisher_distance_params(at::TensorList f_a, at::TensorList f_b) {
+  TORCH_CHECK(f_a.size() == f_b.size(),
+              "ftdfast: f_a and f_b must have the same length (one tensor per parameter), got ",
+              f_a.size(), " and ", f_b.size());
+  TORCH_CHECK(!f_a.empty(), "ftdfast: f_a and f_b must not be empty (one tensor per parameter)");
+  FisherDistanceParams p{static_cast<int64_t>(f_a.size()), 0};
+  for (size_t k = 0; k < f_a.size(); ++k) {
+    const std::string a_name = "f_a[" + std::to_string(k) + "]";
+    const std::string b_name = "f_b[" + std::to_string(k) + "]";
+    FTDFAST_CHECK_FLOATING(f_a[k], a_name);
+    FTDFAST_CHECK_FLOATING(f_b[k], b_name);
+    FTDFAST_CHECK_SAME_DTYPE(f_a[0], "f_a[0]", f_a[k], a_name);
+    FTDFAST_CHECK_SAME_DTYPE(f_a[0], "f_a[0]", f_b[k], b_name);
+    FTDFAST_CHECK_SAME_DEVICE(f_a[0], "f_a[0]", f_a[k], a_name);
+    FTDFAST_CHECK_SAME_DEVICE(f_a[0], "f_a[0]", f_b[k], b_name);
+    TORCH_CHECK(f_a[k].sizes() == f_b[k].sizes(), "ftdfast: ", a_name, " and ", b_name,
+                " must have the same shape, got ", f_a[k].sizes(), " and ", f_b[k].sizes());
+    p.numel += f_a[k].numel();
+  }
+  return p;
+}
+
+// fisher_distance_matrix: rows (R, P), cols (C, P) -> D (R, C).
+struct FisherDistanceMatrixParams {
+  int64_t r;  // rows (Fishers on the left)
+  int64_t c;  // cols (Fishers on the right)
+  int64_t p;  // parameters (entries of one flattened Fisher diagonal)
+};
+
+// Validates rows and cols for fisher_distance_matrix (2-D, same P, dtype,
+// device) and returns the sizes. Value and device-type checks are left to
+// each kernel.
+inline FisherDistanceMatrixParams make_fisher_distance_matrix_params(const at::Tensor& rows,
+                                                                     const at::Tensor& cols) {
+  FTDFAST_CHECK_DIM(rows, "rows (R, P)", 2);
+  FTDFAST_CHECK_DIM(cols, "cols (C, P)", 2);
+  FTDFAST_CHECK_SIZE_MATCH(rows, "rows", cols, "cols", 1, "P (parameters)");
+  FTDFAST_CHECK_FLOATING(rows, "rows");
+  FTDFAST_CHECK_FLOATING(cols, "cols");
+  FTDFAST_CHECK_SAME_DTYPE(rows, "rows", cols, "cols");
+  FTDFAST_CHECK_SAME_DEVICE(rows, "rows", cols, "cols");
+  return {rows.size(0), cols.size(0), rows.size(1)};
 }
 
 }  // namespace ftdfast
