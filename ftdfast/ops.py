@@ -26,6 +26,20 @@ from ftdfast.reference import (
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
+def _use_native(op: str, tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether the native ``op`` takes these inputs: built, a kernel for their device, one float32/float64
+    dtype and one device for all, and no gradient needed (the native ops have no autograd formula)."""
+    if not (_ext.HAS_NATIVE and tensors):
+        return False
+    first = tensors[0]
+    return (
+        not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and first.dtype in _NATIVE_DTYPES
+        and all((t.dtype, t.device) == (first.dtype, first.device) for t in tensors)
+        and _ext.has_kernel(op, first.device)
+    )
+
+
 def sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """S (o, i) = sum_n (g_n.T @ a_n) ** 2 for a (n, t, i) and g (n, t, o).
 
@@ -35,13 +49,7 @@ def sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     without a kernel, and inputs that need gradients use
     :func:`ftdfast.reference.sq_grad_sum_linear_ref` (differentiable).
     """
-    if (
-        _ext.HAS_NATIVE
-        and not (torch.is_grad_enabled() and (a.requires_grad or g.requires_grad))
-        and a.dtype in _NATIVE_DTYPES
-        and (a.dtype, a.device) == (g.dtype, g.device)  # else the reference raises a clear error
-        and _ext.has_kernel("ftdfast::sq_grad_sum_linear", a.device)
-    ):
+    if _use_native("ftdfast::sq_grad_sum_linear", [a, g]):
         return torch.ops.ftdfast.sq_grad_sum_linear(a, g)
     return sq_grad_sum_linear_ref(a, g)
 
@@ -61,13 +69,7 @@ def sq_grad_sum_conv(input: torch.Tensor, grad_output: torch.Tensor, weight_shap
     """
     args = ([int(s) for s in weight_shape], [int(s) for s in stride], [int(s) for s in padding],
             [int(s) for s in dilation], int(groups))
-    if (
-        _ext.HAS_NATIVE
-        and not (torch.is_grad_enabled() and (input.requires_grad or grad_output.requires_grad))
-        and input.dtype in _NATIVE_DTYPES
-        and (input.dtype, input.device) == (grad_output.dtype, grad_output.device)
-        and _ext.has_kernel("ftdfast::sq_grad_sum_conv", input.device)
-    ):
+    if _use_native("ftdfast::sq_grad_sum_conv", [input, grad_output]):
         return torch.ops.ftdfast.sq_grad_sum_conv(input, grad_output, *args)
     return sq_grad_sum_conv_ref(input, grad_output, *args)
 
@@ -89,14 +91,7 @@ def fisher_distance(f_a: Sequence[torch.Tensor], f_b: Sequence[torch.Tensor]) ->
     """
     f_a, f_b = list(f_a), list(f_b)
     tensors = f_a + f_b
-    if (
-        _ext.HAS_NATIVE
-        and len(f_a) == len(f_b) > 0  # else the reference raises a clear error
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        and all((t.dtype, t.device) == (f_a[0].dtype, f_a[0].device) for t in tensors)
-        and f_a[0].dtype in _NATIVE_DTYPES
-        and _ext.has_kernel("ftdfast::fisher_distance", f_a[0].device)
-    ):
+    if len(f_a) == len(f_b) and _use_native("ftdfast::fisher_distance", tensors):  # else the reference raises
         return torch.ops.ftdfast.fisher_distance(f_a, f_b)
     return fisher_distance_ref(f_a, f_b)
 
@@ -114,13 +109,7 @@ def fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tens
     kernel handles float32/float64 without autograd; other cases use
     :func:`ftdfast.reference.fisher_distance_matrix_ref`.
     """
-    if (
-        _ext.HAS_NATIVE
-        and not (torch.is_grad_enabled() and (rows.requires_grad or cols.requires_grad))
-        and rows.dtype in _NATIVE_DTYPES
-        and (rows.dtype, rows.device) == (cols.dtype, cols.device)
-        and _ext.has_kernel("ftdfast::fisher_distance_matrix", rows.device)
-    ):
+    if _use_native("ftdfast::fisher_distance_matrix", [rows, cols]):
         return torch.ops.ftdfast.fisher_distance_matrix(rows, cols)
     return fisher_distance_matrix_ref(rows, cols)
 
