@@ -2,19 +2,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from ..atomic import atomic_torch_save
+
 FORMAT_VERSION = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class FisherDiagonal(Mapping):
@@ -108,24 +103,10 @@ class FisherDiagonal(Mapping):
     # ---------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a temporary file in the same folder, then a rename."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
         payload = {"format": "ftdfast.FisherDiagonal", "version": FORMAT_VERSION,
                    "values": {k: v.cpu() for k, v in self._values.items()},
                    "num_samples": self.num_samples, "meta": self.meta}
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "FisherDiagonal":
