@@ -6,10 +6,11 @@ pyplot, no change of the process-wide backend).
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
+
+from ..atomic import atomic_write_with
 
 
 def _matplotlib():
@@ -24,23 +25,8 @@ def _matplotlib():
 def _save(fig, path: str) -> str:
     """Write ``fig`` to ``path`` atomically (tmp file in the same folder, fsync, rename)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=ext, dpi=120, bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_with(path, lambda f: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
     return path
 
 

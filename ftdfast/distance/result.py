@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ..atomic import atomic_write_text
 
 from .mds import classical_mds
 
@@ -197,22 +198,7 @@ class DistanceMatrix:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"cannot save to {path}: meta must be JSON-serializable without NaN/inf ({exc})") \
                 from None
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, text + "\n")
 
     @classmethod
     def from_dict(cls, payload: Any, source: str = "payload") -> "DistanceMatrix":
