@@ -22,7 +22,7 @@ NATIVE_SOURCES := $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/include/ft
 $(VENV)/.deps: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip "setuptools>=64" wheel ninja
-	$(PIP) install -q "$(TORCH)" numpy tqdm scikit-learn pytest hypothesis pytest-benchmark
+	$(PIP) install -q "$(TORCH)" numpy tqdm scikit-learn matplotlib pytest hypothesis pytest-benchmark
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(NATIVE_SOURCES)

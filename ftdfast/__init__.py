@@ -6,5 +6,18 @@ pure PyTorch (see :mod:`ftdfast._ext`).
 __version__ = "0.1.0"
 
 from .fisher import Call, FisherDiagonal, find_rule, fisher_diagonal, register_rule  # noqa: E402
+from .cache import Cache  # noqa: E402
+from .data import LabeledData, augment, from_tensors, load_dataset  # noqa: E402
+from .distance import (DistanceMatrix, cosine_distance, distance_matrix, fisher_task_distance,  # noqa: E402
+                       legacy_distance, pad_to_common, task_distance)
+from .models import ARCHS, build_model, register_model  # noqa: E402
+from .tasks import RegressionTask, Task, TaskData, image_tasks, paper_tasks  # noqa: E402
+from .train import TrainConfig, TrainResult, evaluate, get_trained, seed_everything, train_model  # noqa: E402
 
-__all__ = ["__version__", "fisher_diagonal", "FisherDiagonal", "register_rule", "find_rule", "Call"]
+__all__ = ["__version__", "fisher_diagonal", "FisherDiagonal", "register_rule", "find_rule", "Call",
+           "LabeledData", "load_dataset", "from_tensors", "augment",
+           "Task", "RegressionTask", "TaskData", "paper_tasks", "image_tasks",
+           "ARCHS", "build_model", "register_model",
+           "TrainConfig", "TrainResult", "train_model", "evaluate", "seed_everything", "get_trained", "Cache",
+           "task_distance", "fisher_task_distance", "legacy_distance", "cosine_distance", "pad_to_common",
+           "DistanceMatrix", "distance_matrix"]

@@ -23,24 +23,18 @@ import io
 import json
 import os
 import re
-import tempfile
 import warnings
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write_bytes
 from .fisher import FisherDiagonal
 
 MAGIC = b"ftdfast-cache 1\n"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TYPE_TAG = "__ftdfast_type__"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -157,19 +151,7 @@ class Cache:
         header = MAGIC + f"sha256 {hashlib.sha256(body).hexdigest()} {len(body)}\n".encode("ascii")
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.pt.{os.getpid()}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, header + body)
         _fsync_dir(folder)
         return path
 

@@ -1,6 +1,7 @@
 """The ``ftdfast`` command line.
 
-    ftdfast demo                         # small CNN on scikit-learn digits: train, Fisher, per-layer table
+    ftdfast demo                         # the paper's four tasks on scikit-learn digits: distance matrices
+    ftdfast distance --dataset mnist --data-dir DIR --arch small_cnn,resnet18 --seeds 5 --epochs 5 --out results/
     ftdfast fisher --model pkg.mod:make --data data.npz [--weights w.pt] [--out fisher.pt] ...
 """
 from __future__ import annotations
@@ -17,6 +18,9 @@ import torch
 
 from . import _ext, __version__
 from .fisher import FisherDiagonal, fisher_diagonal
+
+
+BACKENDS = ["auto", "rules", "native", "func", "loop", "legacy"]
 
 
 def _load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
@@ -86,19 +90,25 @@ def cmd_fisher(args) -> int:
     return 0
 
 
+def cmd_distance(args) -> int:
+    from .experiment import run_distance_experiment
+    archs = [a for a in args.arch.split(",") if a]
+    run_distance_experiment(args.dataset, data_dir=args.data_dir, tasks=args.tasks, archs=archs, seeds=args.seeds,
+                            epochs=args.epochs, out=args.out, max_train=args.max_train, max_test=args.max_test,
+                            device=args.device, method=args.method, head=args.head, backend=args.backend,
+                            batch_size=args.batch_size, max_fisher_samples=args.fisher_samples,
+                            progress=not args.no_progress)
+    return 0
+
+
 def cmd_demo(args) -> int:
-    from .demo import accuracy, load_digits, small_cnn, train
-    torch.manual_seed(args.seed)
-    train_set, test_set = load_digits(seed=args.seed)
-    model = train(small_cnn(), train_set, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
-    print(f"small CNN on scikit-learn digits: {len(train_set[1])} train, {len(test_set[1])} test, "
-          f"test accuracy {accuracy(model, test_set):.3f}")
-    t0 = time.perf_counter()
-    f = fisher_diagonal(model, test_set, backend=args.backend, progress=not args.no_progress)
-    _print_result(f, time.perf_counter() - t0)
-    if args.out:
-        f.save(args.out)
-        print(f"wrote {args.out}")
+    """The main job on the built-in dataset: the paper's four MNIST-style tasks on scikit-learn's digits."""
+    from .experiment import run_distance_experiment
+    result = run_distance_experiment("digits", archs=[args.arch], seeds=args.seeds, epochs=args.epochs,
+                                     out=args.out, backend=args.backend, progress=not args.no_progress)
+    m = result.matrices[args.arch]
+    print(f"wrote {len(result.files)} files to {args.out}/ in {result.seconds:.0f} s "
+          f"(training {m.meta['seconds']['train']:.1f} s, Fisher {m.meta['seconds']['fisher']:.1f} s)")
     return 0
 
 
@@ -109,14 +119,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--backend", default="auto", choices=["auto", "rules", "native", "func", "loop", "legacy"])
+    common.add_argument("--backend", default="auto", choices=BACKENDS)
     common.add_argument("--out", help="write the FisherDiagonal here (atomic)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    d = sub.add_parser("demo", parents=[common], help="small CNN on scikit-learn's digits, printed per layer")
+    d = sub.add_parser("demo", help="the Fisher task distance of the paper's four tasks on scikit-learn's digits "
+                       "(a few minutes on 2 cores): tables, heatmaps, atlas")
+    d.add_argument("--backend", default="auto", choices=BACKENDS)
+    d.add_argument("--out", default="ftdfast-demo", help="output folder (default: ftdfast-demo); reruns resume")
+    d.add_argument("--arch", default="small_cnn")
+    d.add_argument("--seeds", type=int, default=3)
     d.add_argument("--epochs", type=int, default=8)
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("distance", help="the task-distance matrices of a dataset's tasks (resumable)")
+    t.add_argument("--dataset", default="digits",
+                   help="digits (built in), mnist, fashion-mnist, cifar10, cifar100, or a path (.npz, IDX folder, "
+                   "image folder)")
+    t.add_argument("--data-dir", help="where the dataset's files are (e.g. the folder holding mnist.npz)")
+    t.add_argument("--tasks", default="paper", help="paper (the paper's four tasks), images (pixel-to-pixel "
+                   "regression tasks) or indices of the paper's tasks, e.g. 0,1,3")
+    t.add_argument("--arch", default="small_cnn", help="comma-separated architectures: small_cnn, lenet, vgg16, "
+                   "resnet18, densenet121 (autoencoder for --tasks images)")
+    t.add_argument("--seeds", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--out", default="results", help="output folder; its cache/ makes reruns resume")
+    t.add_argument("--max-train", type=int, help="use the first N training images of the dataset")
+    t.add_argument("--max-test", type=int, help="use the first N test images of the dataset")
+    t.add_argument("--fisher-samples", type=int, help="at most N test samples per Fisher")
+    t.add_argument("--method", default="fisher", choices=["fisher", "cosine", "legacy"])
+    t.add_argument("--head", default="shared", choices=["shared", "legacy"],
+                   help="shared: every network has the task set's largest class count (default); legacy: the "
+                   "authors' zero-padding")
+    t.add_argument("--backend", default="auto", choices=BACKENDS)
+    t.add_argument("--batch-size", type=int, default=128, help="Fisher batch size")
+    t.add_argument("--device")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_distance)
 
     f = sub.add_parser("fisher", parents=[common], help="the diagonal Fisher of a model on an .npz data file")
     f.add_argument("--model", required=True, help="module:factory returning an nn.Module (module on PYTHONPATH)")
@@ -137,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FloatingPointError, RuntimeError) as e:
+    except (ValueError, TypeError, FloatingPointError, RuntimeError, FileNotFoundError) as e:
         print(f"ftdfast {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -56,8 +56,38 @@ def test_errors_from_the_library_are_reported_not_raised(npz, tmp_path, capsys):
 
 
 def test_demo_runs_end_to_end(capsys, tmp_path):
-    rc = main(["demo", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "demo.pt")])
+    out = tmp_path / "demo"
+    rc = main(["demo", "--epochs", "1", "--seeds", "1", "--no-progress", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "conv1" in text and "fc2" in text and "test accuracy" in text
-    assert ftdfast.FisherDiagonal.load(tmp_path / "demo.pt").num_samples == 449
+    assert "closest source" in text and "digits:3" in text
+    m = ftdfast.DistanceMatrix.load(out / "distance_small_cnn.json")
+    assert m.tasks == ["digits:0", "digits:1", "digits:2", "digits:3"] and m.per_seed.shape == (1, 4, 4)
+    for name in ("distance_small_cnn.md", "distance_small_cnn_mean.png", "atlas_small_cnn.png", "summary.md"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_distance_command_writes_everything_and_resumes(tmp_path, capsys):
+    out = tmp_path / "res"
+    argv = ["distance", "--dataset", "digits", "--tasks", "0,2", "--seeds", "2", "--epochs", "1",
+            "--max-train", "300", "--max-test", "90", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = ftdfast.DistanceMatrix.load(out / "distance_small_cnn.json")
+    assert first.per_seed.shape == (2, 2, 2) and first.closest("digits:0") == "digits:2"
+    entries = sorted(p.name for p in (out / "cache").rglob("*.pt"))
+    assert len(entries) == 2 * 2 + 2 * 4  # trained nets + Fisher passes
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.pt")}
+    assert main(argv) == 0  # a rerun resumes: nothing is recomputed
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.pt")} == mtimes
+    again = ftdfast.DistanceMatrix.load(out / "distance_small_cnn.json")
+    np.testing.assert_array_equal(again.per_seed, first.per_seed)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["distance", "--dataset", "nowhere.npz"], "nowhere.npz"),
+    (["distance", "--tasks", "0,9"], "need at least two indices"),
+    (["distance", "--tasks", "zero"], "--tasks must be"),
+])
+def test_distance_command_bad_arguments(argv, match, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    assert match in capsys.readouterr().err

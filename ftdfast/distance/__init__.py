@@ -4,6 +4,7 @@
   authors report it); :func:`cosine_distance` (the baseline).
 - :func:`task_distance` (net_a, net_b, test data of b): computes both Fishers, then a distance.
 - :func:`pad_to_common` / :func:`pad_head`: zero padding of heads of different widths (head="legacy").
+- :func:`distance_matrix` (tasks, arch, seeds): trains, computes every Fisher, resumable.
 - :class:`DistanceMatrix`: per-seed matrices, mean/std, closest source, Markdown, JSON, heatmaps, MDS atlas.
 """
 from .measures import cosine_distance, fisher_task_distance, legacy_distance
@@ -11,6 +12,8 @@ from .mds import classical_mds
 from .padding import pad_head, pad_to_common
 from .result import DistanceMatrix
 from .task import METHODS, task_distance
+from .matrix import HEADS, distance_matrix
 
 __all__ = ["fisher_task_distance", "legacy_distance", "cosine_distance", "task_distance", "METHODS",
-           "pad_head", "pad_to_common", "DistanceMatrix", "classical_mds"]
+           "pad_head", "pad_to_common", "DistanceMatrix", "classical_mds",
+           "distance_matrix", "HEADS"]

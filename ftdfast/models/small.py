@@ -13,8 +13,7 @@ def small_cnn(*, in_channels: int, num_classes: int, input_size: int) -> nn.Modu
     """conv1(16, 3x3) - ReLU - [max-pool if input_size >= 16] - conv2(32, 3x3) - ReLU - max-pool
     - adaptive average pool to 4x4 - fc1(512 -> 64) - ReLU - fc2(64 -> k).
 
-    On 8x8 digits this is exactly :func:`ftdfast.demo.small_cnn` (the adaptive pool is
-    then the identity).  For 28x28 / 32x32 inputs the extra pool after conv1 keeps
+    On 8x8 digits the adaptive pool is the identity.  For 28x28 / 32x32 inputs the extra pool after conv1 keeps
     conv2 cheap (MNIST: 14x14 maps); parameter names are the same for every size.
     """
     if input_size < 2:

@@ -160,11 +160,11 @@ def test_task_data_validates():
 def test_task_data_feeds_fisher_diagonal():
     from ftdfast import fisher_diagonal
     from ftdfast.data import load_digits
-    from ftdfast.demo import small_cnn
+    from ftdfast.models import build_model
     data = load_digits()
     td = Task("digits:0", (0,), binary=True).build(data, seed=0)
     torch.manual_seed(0)
-    model = small_cnn(num_classes=td.num_classes).eval()
+    model = build_model("small_cnn", in_channels=1, num_classes=td.num_classes, input_size=8).eval()
     f = fisher_diagonal(model, (td.x_test, td.y_test), loss=td.loss, max_samples=29, progress=False)
     g = fisher_diagonal(model, td.test, loss=td.loss, max_samples=29, progress=False, batch_size=7)
     assert f.num_samples == 29 and float(f.trace()) > 0

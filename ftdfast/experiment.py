@@ -1,0 +1,151 @@
+"""The task-distance experiment behind ``ftdfast distance`` and ``ftdfast demo``.
+
+dataset -> tasks -> for each architecture: ``distance_matrix`` (trained networks and Fisher
+diagonals cached under ``out/cache``, so a rerun resumes) -> in ``out``:
+
+    distance_<arch>.json        the DistanceMatrix (per seed, mean, std, metadata)
+    distance_<arch>.md          mean ± std table (rows: sources, columns: targets)
+    distance_<arch>_mean.png, distance_<arch>_std.png, atlas_<arch>.png
+    summary.md                  the closest source of every target, per architecture, and the settings
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from .atomic import atomic_write_text
+from .distance import DistanceMatrix, distance_matrix
+from .train import TrainConfig
+
+
+@dataclass
+class ExperimentResult:
+    matrices: Dict[str, DistanceMatrix]
+    files: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+    summary: str = ""
+
+
+def load_tasks(dataset: str, data_dir: Optional[str], tasks: str = "paper", *, max_train: Optional[int] = None,
+               max_test: Optional[int] = None, seed: int = 0):
+    """The dataset and its task set as built TaskData.
+
+    ``tasks``: ``"paper"`` (the paper's four tasks for the dataset), ``"images"`` (the pixel-to-pixel
+    regression tasks), or comma-separated task indices of the paper's set, e.g. ``"0,1,3"``.
+    ``max_train``/``max_test`` keep the first samples of each split (for quick runs).
+    """
+    from .data import load_dataset
+    from .tasks import image_tasks, paper_tasks
+
+    data = load_dataset(dataset, data_dir)
+    if max_train is not None or max_test is not None:
+        data = data.subset(train=max_train, test=max_test)
+    family = os.path.basename(str(dataset)).split(".")[0].lower()
+    if tasks == "images":
+        chosen = image_tasks(data)
+    else:
+        every = paper_tasks(family if family in _PAPER_FAMILIES else dataset, data)
+        if tasks == "paper":
+            chosen = every
+        else:
+            try:
+                idx = [int(t) for t in tasks.split(",") if t.strip()]
+            except ValueError:
+                raise ValueError(f"--tasks must be 'paper', 'images' or task indices like 0,1,3; got {tasks!r}")
+            bad = [i for i in idx if not 0 <= i < len(every)]
+            if bad or len(idx) < 2:
+                raise ValueError(f"--tasks {tasks!r}: need at least two indices in 0..{len(every) - 1}")
+            chosen = [every[i] for i in idx]
+    return data, [t.build(data, seed=seed) for t in chosen]
+
+
+_PAPER_FAMILIES = ("mnist", "digits", "fashion-mnist", "cifar10", "cifar100", "imagenet")
+
+
+def run_distance_experiment(dataset: str = "digits", *, data_dir: Optional[str] = None, tasks: str = "paper",
+                            archs: Sequence[str] = ("small_cnn",), seeds: int = 3, epochs: int = 2,
+                            out: str = "results", max_train: Optional[int] = None, max_test: Optional[int] = None,
+                            device=None, method: str = "fisher", head: str = "shared",
+                            backend: str = "auto", batch_size: int = 128, max_fisher_samples: Optional[int] = None,
+                            progress: bool = True, log=print) -> ExperimentResult:
+    """Run the experiment and write its files under ``out`` (see the module docstring)."""
+    from . import distributed as dist_util
+
+    t0 = time.perf_counter()
+    rank, _ = dist_util.world()
+    data, task_data = load_tasks(dataset, data_dir, tasks, max_train=max_train, max_test=max_test)
+    if rank == 0:
+        log(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test images, "
+            f"{len(task_data)} tasks: " + ", ".join(_describe(t) for t in task_data))
+    os.makedirs(out, exist_ok=True)
+    config = TrainConfig(epochs=epochs)
+    result = ExperimentResult(matrices={})
+    for arch in archs:
+        m = distance_matrix(task_data, arch, seeds, config=config, cache_dir=os.path.join(out, "cache"),
+                            device=device, method=method, head=head, progress=progress, backend=backend,
+                            batch_size=batch_size, max_samples=max_fisher_samples)
+        m.meta.update({"dataset": data.name, "tasks_spec": tasks})
+        result.matrices[arch] = m
+        if rank == 0:
+            result.files += _write_matrix(m, arch, out)
+            log(f"\n{arch}: {method} distance, mean ± std over {len(m.per_seed)} seeds "
+                f"(rows: source a, columns: target b)\n" + m.to_markdown())
+    result.seconds = time.perf_counter() - t0
+    if rank == 0:
+        result.summary = summarize(result.matrices, dataset=data.name, seconds=result.seconds)
+        path = os.path.join(out, "summary.md")
+        atomic_write_text(path, result.summary)
+        result.files.append(path)
+        log("\n" + result.summary)
+    return result
+
+
+def _describe(t) -> str:
+    n = getattr(t, "num_classes", None)
+    return f"{t.task.name} ({n} classes)" if n else t.task.name
+
+
+def _write_matrix(m: DistanceMatrix, arch: str, out: str) -> List[str]:
+    base = os.path.join(out, f"distance_{arch}")
+    files = [base + ".json", base + ".md"]
+    m.save(files[0])
+    atomic_write_text(files[1], m.to_markdown() + "\n")
+    try:
+        files += m.plot_heatmaps(base)
+        atlas = os.path.join(out, f"atlas_{arch}.png")
+        m.plot_atlas(atlas)
+        files.append(atlas)
+    except ImportError as e:  # matplotlib missing: tables and JSON are still written
+        print(f"ftdfast: no plots ({e})")
+    return files
+
+
+def summarize(matrices: Dict[str, DistanceMatrix], *, dataset: str = "", seconds: float = 0.0) -> str:
+    """Markdown: per architecture, the closest source of each target and the margin to the next one."""
+    lines = [f"# Fisher task distance{': ' + dataset if dataset else ''}", ""]
+    for arch, m in matrices.items():
+        meta = m.meta
+        secs = meta.get("seconds", {})
+        lines += [f"## {arch}", "",
+                  f"{len(m.per_seed)} seeds, method {meta.get('method')}, head {meta.get('head')}; "
+                  f"training {secs.get('train', 0):.1f} s, Fisher {secs.get('fisher', 0):.1f} s", "",
+                  "| target | closest source | distance | next closest | distance |", "|---|---|---|---|---|"]
+        for j, target in enumerate(m.tasks):
+            order = [i for i in sorted(range(len(m.tasks)), key=lambda i: m.mean[i, j]) if i != j]
+            if not order:
+                continue
+            first = order[0]
+            nxt = order[1] if len(order) > 1 else None
+            lines.append(f"| {target} | {m.tasks[first]} | {m.mean[first, j]:.3f} ± {m.std[first, j]:.3f} | "
+                         + (f"{m.tasks[nxt]} | {m.mean[nxt, j]:.3f} ± {m.std[nxt, j]:.3f} |" if nxt is not None
+                            else "- | - |"))
+        accs = meta.get("test_accuracy") or {}
+        if accs:
+            lines += ["", "test accuracy of the epsilon-networks (per seed): " + "; ".join(
+                f"{k} " + ", ".join("-" if a is None else f"{a:.3f}" for a in v) for k, v in accs.items())]
+        lines.append("")
+    if seconds:
+        lines.append(f"total {seconds:.0f} s")
+    return "\n".join(lines) + "\n"
