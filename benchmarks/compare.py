@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.compare                       # the default run (~6 min, 2 cores)
     .venv/bin/python -m benchmarks.compare --models mlp,lenet --backends rules,loop --repeat 5
     .venv/bin/python -m benchmarks.compare --one resnet18 rules  # one memory measurement (internal)
+    python -m benchmarks.compare --device cuda --no-memory       # on a GPU (memory is measured on CPU only)
 
 For each model, in this order:
 
@@ -333,9 +334,18 @@ def format_table(rows: List[dict]) -> str:
     return "\n".join(out)
 
 
+def _synced(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn, then wait for the GPU: CUDA work is asynchronous and would not be timed otherwise."""
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return run
+
+
 def run_model(model_id: str, backends: List[str], forced: bool, args, log) -> List[dict]:
     bench = M.get(model_id)
-    model, x, y = bench.build()
+    model, x, y = (t.to(args.device) for t in bench.build())
     load_before = _loadavg()
     rows = {BASELINE: {"model": model_id, "backend": BASELINE}}
     active = []
@@ -365,6 +375,8 @@ def run_model(model_id: str, backends: List[str], forced: bool, args, log) -> Li
     # 2. time, interleaved with the baseline
     items = {BASELINE: work_for(BASELINE, model, x, y)}
     items.update({b: work_for(b, model, x, y) for b in active})
+    if torch.device(args.device).type == "cuda":
+        items = {k: _synced(fn) for k, fn in items.items()}
     timings = time_items(items, args.repeat, log)
     base_ms = timings[BASELINE]["median_ms"]
     load = {"before": load_before, "after": _loadavg()}
@@ -377,8 +389,8 @@ def run_model(model_id: str, backends: List[str], forced: bool, args, log) -> Li
         log(f"    {name:<7} median {t['median_ms']:10.1f} ms  x{t['median_ms'] / base_ms:.2f}")
     del model, x, y, items
 
-    # 3. peak memory, one fresh subprocess each
-    if not args.no_memory:
+    # 3. peak memory, one fresh subprocess each (host RSS: CPU runs only)
+    if not args.no_memory and torch.device(args.device).type == "cpu":
         for name in [BASELINE] + active:
             rows[name]["memory"] = m = measure_in_subprocess(model_id, name)
             log(f"    memory {name:<7} " + (f"{m['delta_mb']:8.1f} MB" if "delta_mb" in m else m["error"]))
@@ -400,6 +412,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--check-samples", type=int, default=CHECK_SAMPLES)
     p.add_argument("--rtol", type=float, default=RTOL)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--device", default="cpu",
+                   help="where the models and data live, e.g. cuda (default cpu); memory is measured on CPU only")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -422,14 +436,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             p.error(f"{b} is not installed (see benchmarks/tools.py for the install command)")
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        p.error(f"--device {args.device!r}: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA GPU is available")
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()
     payload = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "machine": machine(),
                "settings": {"models": model_ids, "backends": backends, "forced": forced, "repeat": args.repeat,
-                            "check_samples": args.check_samples, "rtol": args.rtol,
-                            "memory": not args.no_memory, "baseline": "forward + backward of mean CE, full batch"},
+                            "check_samples": args.check_samples, "rtol": args.rtol, "device": args.device,
+                            "memory": not args.no_memory and device.type == "cpu",
+                            "baseline": "forward + backward of mean CE, full batch"},
                "results": []}
     for model_id in model_ids:
         bench = M.get(model_id)
@@ -440,7 +461,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f"total {time.perf_counter() - started:.0f} s; results in {args.out}")
     print(f"# {payload['date']}  {payload['machine']['cpu']} ({payload['machine']['cores']} cores, "
           f"{payload['machine']['torch_threads']} threads), torch {torch.__version__}, native={_ext.HAS_NATIVE}, "
-          f"load average {_loadavg()}")
+          f"load average {_loadavg()}"
+          + (f", device {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     print(format_table(payload["results"]))
     return 0
 

@@ -1,0 +1,439 @@
+"""The CUDA kernels of the four native ops against their pure-PyTorch references.
+
+Every test needs a GPU and the extension built with CUDA kernels
+(``ftdfast._ext.HAS_CUDA``); without them the module is collected and skipped.
+Each CUDA result is compared with the matching ``ftdfast.reference`` function
+on float64 CPU copies of the same inputs: float64 near-exactly, float32 with
+rtol 1e-4 (the sq_grad_sum ops, float32 arithmetic) or 1e-6 (the distances,
+accumulated in float64).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ftdfast import _ext, ops
+from ftdfast.reference import (
+    fisher_distance_matrix_ref,
+    fisher_distance_ref,
+    sq_grad_sum_conv_ref,
+    sq_grad_sum_linear_ref,
+)
+
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
+    pytest.mark.skipif(not _ext.HAS_CUDA, reason=f"extension without CUDA kernels (load error: {_ext.LOAD_ERROR})"),
+]
+
+DTYPES = dict(argnames="dtype", argvalues=[torch.float64, torch.float32], ids=["f64", "f32"])
+# sq_grad_sum: rtol on the value, atol scaled by the largest entry of the float64 reference.
+TOL = {torch.float64: dict(rtol=1e-10, atol_scale=1e-12), torch.float32: dict(rtol=1e-4, atol_scale=1e-5)}
+# fisher_distance: on d in [0, 1].
+DIST_TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-6, atol=1e-6)}
+# fisher_distance_matrix: the identity 1 - <sqrt p, sqrt q> cancels near d = 0.
+MATRIX_TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+def assert_close_scaled(result: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    """result (CUDA, dtype) against a float64 CPU reference."""
+    assert result.device.type == "cuda" and result.dtype == dtype
+    assert result.shape == expected.shape
+    tol = TOL[dtype]
+    atol = tol["atol_scale"] * max(expected.abs().max().item(), 1.0) if expected.numel() else 0.0
+    torch.testing.assert_close(result.cpu().double(), expected, rtol=tol["rtol"], atol=atol)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ sq_grad_sum_linear
+
+# (n, t, i, o) with readable ids.
+LINEAR_SHAPES = {
+    "odd_3_5_7_11": (3, 5, 7, 11),
+    "t1": (16, 1, 20, 10),
+    "t1_n1": (1, 1, 4, 3),
+    "n1": (1, 33, 12, 5),
+    "n0": (0, 5, 4, 3),
+    "t0": (3, 0, 4, 3),
+    "i0_o0": (3, 2, 0, 0),
+    "o1_i1": (6, 4, 1, 1),
+    "t16_exact_chunk": (4, 16, 33, 20),
+    "t17_chunk_remainder": (4, 17, 9, 6),
+    # Few output tiles: samples split over blocks (partials summed).
+    "tiny_oi_many_samples": (300, 3, 5, 4),
+    "tiny_oi_long_t": (40, 100, 3, 2),
+    # Many tiles, several in each direction with remainders.
+    "large_oi": (3, 9, 515, 259),
+    "transformer_like": (4, 64, 256, 192),
+}
+
+
+def make_linear(shape, dtype, seed=0):
+    n, t, i, o = shape
+    g = _gen(seed)
+    a = torch.randn(n, t, i, generator=g, dtype=torch.float64)
+    gy = torch.randn(n, t, o, generator=g, dtype=torch.float64)
+    return a.to(dtype).cuda(), gy.to(dtype).cuda()
+
+
+def linear_expected(a, g):
+    return sq_grad_sum_linear_ref(a.cpu().double(), g.cpu().double())
+
+
+@pytest.mark.parametrize(**DTYPES)
+@pytest.mark.parametrize("shape", list(LINEAR_SHAPES.values()), ids=list(LINEAR_SHAPES))
+def test_linear_matches_ref(dtype, shape):
+    a, g = make_linear(shape, dtype)
+    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_linear(a, g), linear_expected(a, g), dtype)
+
+
+def _random_linear_shapes(count=20, seed=7):
+    rng = random.Random(seed)
+    return [(rng.randint(1, 40), rng.choice([1, 2, 3, 7, 15, 16, 17, 40]), rng.randint(1, 150), rng.randint(1, 150))
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize(**DTYPES)
+@pytest.mark.parametrize("shape", _random_linear_shapes(), ids=lambda s: "x".join(map(str, s)))
+def test_linear_random_shapes(dtype, shape):
+    a, g = make_linear(shape, dtype, seed=sum(shape))
+    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_linear(a, g), linear_expected(a, g), dtype)
+
+
+def test_linear_non_contiguous_inputs():
+    a, g = make_linear((5, 4, 6, 3), torch.float64)
+    a_nc = a.transpose(0, 1).contiguous().transpose(0, 1)
+    g_nc = torch.randn(5, 4, 6, dtype=torch.float64, device="cuda")[:, :, ::2]
+    assert not a_nc.is_contiguous() and not g_nc.is_contiguous()
+    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_linear(a_nc, g_nc), linear_expected(a, g_nc), torch.float64)
+
+
+def test_linear_requires_grad_inputs():
+    a, g = make_linear((7, 3, 13, 7), torch.float64)
+    result = torch.ops.ftdfast.sq_grad_sum_linear(a.clone().requires_grad_(), g)
+    assert_close_scaled(result.detach(), linear_expected(a, g), torch.float64)
+
+
+def test_linear_deterministic():
+    a, g = make_linear(LINEAR_SHAPES["tiny_oi_many_samples"], torch.float32)
+    first = torch.ops.ftdfast.sq_grad_sum_linear(a, g)
+    assert torch.equal(first, torch.ops.ftdfast.sq_grad_sum_linear(a, g))
+
+
+@pytest.mark.parametrize("name", ["odd_3_5_7_11", "t1", "n0", "tiny_oi_many_samples"])
+def test_linear_opcheck(name):
+    a, g = make_linear(LINEAR_SHAPES[name], torch.float64)
+    torch.library.opcheck(torch.ops.ftdfast.sq_grad_sum_linear.default, (a, g))
+
+
+def test_linear_mixed_devices_raise():
+    a, g = make_linear((2, 3, 4, 5), torch.float64)
+    with pytest.raises(RuntimeError, match=r"a and g must be on the same device"):
+        torch.ops.ftdfast.sq_grad_sum_linear(a, g.cpu())
+
+
+def test_linear_ops_wrapper_uses_the_cuda_kernel(monkeypatch):
+    def no_ref(*args, **kwargs):
+        raise AssertionError("the reference was used for CUDA inputs")
+
+    monkeypatch.setattr(ops, "sq_grad_sum_linear_ref", no_ref)
+    a, g = make_linear((3, 5, 7, 11), torch.float32)
+    assert_close_scaled(ops.sq_grad_sum_linear(a, g), linear_expected(a, g), torch.float32)
+
+
+# -------------------------------------------------------------------- sq_grad_sum_conv
+
+# (n, C_in, C_out, spatial, kernel, stride, padding, dilation, groups) with readable ids.
+CONV_CASES = {
+    "1d_basic": (3, 4, 6, (9,), (3,), (1,), (0,), (1,), 1),
+    "1d_stride_pad_dil_g2": (3, 4, 6, (11,), (3,), (2,), (1,), (2,), 2),
+    "2d_n1": (1, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    "2d_n0": (0, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    "2d_odd": (4, 3, 7, (9, 5), (3, 2), (2, 1), (1, 0), (1, 2), 1),
+    "2d_stride3_pad2": (3, 2, 3, (10, 8), (2, 3), (3, 2), (2, 2), (1, 1), 1),
+    "2d_groups2": (3, 4, 6, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    "2d_depthwise": (4, 6, 6, (7, 8), (3, 3), (2, 1), (1, 2), (1, 2), 6),
+    "2d_depthwise_mult2": (2, 3, 6, (6, 6), (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    "2d_1x1_stride2": (4, 8, 16, (8, 8), (1, 1), (2, 2), (0, 0), (1, 1), 1),
+    "2d_kernel_eq_input": (3, 2, 4, (5, 5), (5, 5), (1, 1), (0, 0), (1, 1), 1),
+    "2d_lenet1": (64, 1, 6, (28, 28), (5, 5), (1, 1), (2, 2), (1, 1), 1),
+    "2d_many_channels": (2, 130, 300, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    "2d_resnet_layer1_like": (8, 64, 64, (16, 16), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    "2d_long_positions": (2, 3, 4, (130, 140), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    "2d_tiny_weight_many_samples": (200, 1, 2, (6, 6), (2, 2), (1, 1), (0, 0), (1, 1), 1),
+    "3d_basic_g2": (3, 4, 8, (5, 6, 7), (2, 3, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1), 2),
+    "3d_stride_dil": (2, 3, 4, (7, 8, 9), (3, 2, 3), (2, 1, 2), (0, 1, 1), (1, 2, 1), 1),
+}
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def make_conv(case, dtype, seed=0):
+    n, ci, co, spatial, kernel, stride, padding, dilation, groups = case
+    g = _gen(seed)
+    x = torch.randn((n, ci) + tuple(spatial), generator=g, dtype=torch.float64)
+    weight_shape = [co, ci // groups] + list(kernel)
+    w = torch.randn(weight_shape, generator=g, dtype=torch.float64)
+    y = CONV[len(spatial)](x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    args = (weight_shape, list(stride), list(padding), list(dilation), groups)
+    return x.to(dtype).cuda(), gy.to(dtype).cuda(), args
+
+
+def conv_expected(x, gy, args):
+    return sq_grad_sum_conv_ref(x.cpu().double(), gy.cpu().double(), *args)
+
+
+@pytest.mark.parametrize(**DTYPES)
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_conv_matches_ref(dtype, case):
+    x, gy, args = make_conv(case, dtype)
+    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_conv(x, gy, *args), conv_expected(x, gy, args), dtype)
+
+
+def _random_conv_cases(count=24, seed=11):
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(count):
+        d = rng.randint(1, 3)
+        groups = rng.choice([1, 1, 2, 3])
+        ci, co = groups * rng.randint(1, 4), groups * rng.randint(1, 5)
+        kernel = [rng.randint(1, 3) for _ in range(d)]
+        stride = [rng.randint(1, 3) for _ in range(d)]
+        padding = [rng.randint(0, 2) for _ in range(d)]
+        dilation = [rng.randint(1, 2) for _ in range(d)]
+        spatial = []
+        for k, p, dil in zip(kernel, padding, dilation):
+            span = dil * (k - 1) + 1
+            spatial.append(rng.randint(max(1, span - 2 * p), span + (8 if d < 3 else 4)))
+        cases.append((rng.randint(1, 6), ci, co, tuple(spatial), tuple(kernel), tuple(stride), tuple(padding),
+                      tuple(dilation), groups))
+    return cases
+
+
+@pytest.mark.parametrize(**DTYPES)
+@pytest.mark.parametrize("case", _random_conv_cases(), ids=lambda c: f"{len(c[3])}d_" + "_".join(
+    "x".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in c))
+def test_conv_random_cases(dtype, case):
+    x, gy, args = make_conv(case, dtype, seed=3)
+    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_conv(x, gy, *args), conv_expected(x, gy, args), dtype)
+
+
+def test_conv_non_contiguous_inputs():
+    x, gy, args = make_conv(CONV_CASES["2d_odd"], torch.float64)
+    x_nc = x.contiguous(memory_format=torch.channels_last)
+    gy_nc = gy.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not x_nc.is_contiguous() and not gy_nc.is_contiguous()
+    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_conv(x_nc, gy_nc, *args), conv_expected(x, gy, args),
+                        torch.float64)
+
+
+def test_conv_deterministic():
+    x, gy, args = make_conv(CONV_CASES["2d_tiny_weight_many_samples"], torch.float32)
+    first = torch.ops.ftdfast.sq_grad_sum_conv(x, gy, *args)
+    assert torch.equal(first, torch.ops.ftdfast.sq_grad_sum_conv(x, gy, *args))
+
+
+@pytest.mark.parametrize("name", ["1d_stride_pad_dil_g2", "2d_odd", "2d_n0", "3d_basic_g2"])
+def test_conv_opcheck(name):
+    x, gy, args = make_conv(CONV_CASES[name], torch.float64)
+    torch.library.opcheck(torch.ops.ftdfast.sq_grad_sum_conv.default, (x, gy, *args))
+
+
+def test_conv_ops_wrapper_uses_the_cuda_kernel(monkeypatch):
+    def no_ref(*args, **kwargs):
+        raise AssertionError("the reference was used for CUDA inputs")
+
+    monkeypatch.setattr(ops, "sq_grad_sum_conv_ref", no_ref)
+    x, gy, args = make_conv(CONV_CASES["2d_groups2"], torch.float32)
+    assert_close_scaled(ops.sq_grad_sum_conv(x, gy, *args), conv_expected(x, gy, args), torch.float32)
+
+
+# --------------------------------------------------------------------- fisher_distance
+
+# Lists of per-parameter shapes, with readable ids.
+DIST_SHAPES = {
+    "one_tensor": [(37,)],
+    "mixed_shapes": [(3, 5), (7,), (2, 3, 4), (1, 1, 1, 5), (11, 13)],
+    "scalar_param": [(), (4,), ()],
+    "with_empty": [(0,), (6, 2), (0, 3)],
+    "multi_chunk": [(3, 70001), (5,), (131073,), ()],
+    "resnet_like": [(64, 3, 3, 3), (64,), (64,), (128, 64, 3, 3), (128,), (512, 256, 3, 3), (10, 512), (10,)],
+}
+
+
+def make_fishers(shapes, dtype, seed=0):
+    g = _gen(seed)
+    return [torch.randn(s, generator=g, dtype=torch.float64).square().to(dtype).cuda() for s in shapes]
+
+
+def distance_expected(f_a, f_b) -> torch.Tensor:
+    return fisher_distance_ref([t.cpu().double() for t in f_a], [t.cpu().double() for t in f_b])
+
+
+def assert_distance(result, expected, dtype, tol=None):
+    assert result.device.type == "cuda" and result.shape == () and result.dtype == dtype
+    torch.testing.assert_close(result.cpu().double(), expected.double(), **(tol or DIST_TOL[dtype]))
+
+
+@pytest.mark.parametrize(**DTYPES)
+@pytest.mark.parametrize("shapes", list(DIST_SHAPES.values()), ids=list(DIST_SHAPES))
+def test_distance_matches_ref(dtype, shapes):
+    f_a, f_b = make_fishers(shapes, dtype, 0), make_fishers(shapes, dtype, 1)
+    assert_distance(torch.ops.ftdfast.fisher_distance(f_a, f_b), distance_expected(f_a, f_b), dtype)
+
+
+@pytest.mark.parametrize(**DTYPES)
+def test_distance_identical_and_disjoint(dtype):
+    f = make_fishers(DIST_SHAPES["mixed_shapes"], dtype)
+    assert torch.ops.ftdfast.fisher_distance(f, [t.clone() for t in f]).item() == 0.0
+    f_a = [torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=dtype, device="cuda"), torch.zeros(3, dtype=dtype, device="cuda")]
+    f_b = [torch.tensor([0.0, 0.0, 3.0, 0.5], dtype=dtype, device="cuda"),
+           torch.tensor([0.0, 4.0, 0.0], dtype=dtype, device="cuda")]
+    assert_distance(torch.ops.ftdfast.fisher_distance(f_a, f_b), torch.tensor(1.0, dtype=torch.float64), dtype)
+
+
+def test_distance_float32_close_to_float64():
+    f_a, f_b = make_fishers(DIST_SHAPES["multi_chunk"], torch.float32, 4), make_fishers(
+        DIST_SHAPES["multi_chunk"], torch.float32, 5)
+    d32 = torch.ops.ftdfast.fisher_distance(f_a, f_b)
+    d64 = torch.ops.ftdfast.fisher_distance([t.double() for t in f_a], [t.double() for t in f_b])
+    torch.testing.assert_close(d32.double(), d64, rtol=1e-6, atol=1e-7)
+
+
+def test_distance_deterministic():
+    f_a, f_b = make_fishers(DIST_SHAPES["multi_chunk"], torch.float64, 6), make_fishers(
+        DIST_SHAPES["multi_chunk"], torch.float64, 7)
+    first = torch.ops.ftdfast.fisher_distance(f_a, f_b)
+    for _ in range(3):
+        assert torch.equal(first, torch.ops.ftdfast.fisher_distance(f_a, f_b))
+
+
+def test_distance_non_contiguous_inputs():
+    base_a = make_fishers([(6, 10)], torch.float64, 8)[0]
+    base_b = make_fishers([(10, 6)], torch.float64, 9)[0]
+    f_a = [base_a.T, base_a[:, ::3], base_a[::2, 1]]
+    f_b = [base_b, base_b.T[:, ::3], base_b.T[::2, 2]]
+    assert not f_a[0].is_contiguous() and not f_a[1].is_contiguous() and not f_b[1].is_contiguous()
+    assert_distance(torch.ops.ftdfast.fisher_distance(f_a, f_b), distance_expected(f_a, f_b), torch.float64)
+
+
+@pytest.mark.parametrize("name", ["one_tensor", "scalar_param"])
+def test_distance_opcheck(name):
+    f_a, f_b = make_fishers(DIST_SHAPES[name], torch.float64, 0), make_fishers(DIST_SHAPES[name], torch.float64, 1)
+    torch.library.opcheck(torch.ops.ftdfast.fisher_distance.default, (f_a, f_b))
+
+
+def _c(*values, dtype=torch.float32):
+    return torch.tensor(values, dtype=dtype, device="cuda")
+
+
+DIST_BAD = {
+    "negative_a": (lambda: ([_c(1.0), _c(2.0, -0.5)], [_c(1.0), _c(1.0, 1.0)]), r"f_a\[1\] has a negative entry \(min -0.5"),
+    "negative_b": (lambda: ([_c(1.0)], [_c(-1.0)]), r"f_b\[0\] has a negative entry"),
+    "negative_after_nan": (lambda: ([_c(float("nan"), 1.0), _c(-2.0)], [_c(1.0, 1.0), _c(1.0)]),
+                           r"f_a\[1\] has a negative entry \(min -2"),
+    "zeros_a": (lambda: ([torch.zeros(3, device="cuda"), torch.zeros((), device="cuda")],
+                         [torch.ones(3, device="cuda"), torch.ones((), device="cuda")]), r"f_a is all zeros"),
+    "zeros_b": (lambda: ([torch.ones(3, device="cuda")], [torch.zeros(3, device="cuda")]), r"f_b is all zeros"),
+    "all_empty": (lambda: ([torch.ones(0, device="cuda")], [torch.ones(0, device="cuda")]), r"f_a is all zeros"),
+    "nan": (lambda: ([_c(1.0, float("nan"))], [_c(1.0, 1.0)]), r"f_a has NaN or infinite entries"),
+    "shape_mismatch": (lambda: ([torch.ones(2, 3, device="cuda")], [torch.ones(3, 2, device="cuda")]),
+                       r"f_a\[0\] and f_b\[0\] must have the same shape"),
+}
+
+
+@pytest.mark.parametrize("make_args, message", list(DIST_BAD.values()), ids=list(DIST_BAD))
+def test_distance_bad_values(make_args, message):
+    f_a, f_b = make_args()
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.ftdfast.fisher_distance(f_a, f_b)
+    with pytest.raises(RuntimeError, match=message):  # the reference says the same
+        fisher_distance_ref(f_a, f_b)
+
+
+def test_distance_ops_wrapper_uses_the_cuda_kernel(monkeypatch):
+    def no_ref(*args, **kwargs):
+        raise AssertionError("the reference was used for CUDA inputs")
+
+    monkeypatch.setattr(ops, "fisher_distance_ref", no_ref)
+    f_a, f_b = make_fishers(DIST_SHAPES["mixed_shapes"], torch.float32, 0), make_fishers(
+        DIST_SHAPES["mixed_shapes"], torch.float32, 1)
+    assert_distance(ops.fisher_distance(f_a, f_b), distance_expected(f_a, f_b), torch.float32)
+
+
+# -------------------------------------------------------------- fisher_distance_matrix
+
+# (R, C, P)
+MATRIX_SHAPES = {
+    "1x1": (1, 1, 9),
+    "3x5": (3, 5, 17),
+    "p1": (2, 3, 1),
+    "r0": (0, 4, 8),
+    "c0": (3, 0, 8),
+    "wide": (4, 2, 70001),
+    "many_rows": (70, 33, 300),
+}
+
+
+def make_matrix(shape, dtype, seed=10):
+    r, c, p = shape
+    g = _gen(seed)
+    rows = torch.randn(r, p, generator=g, dtype=torch.float64).square()
+    cols = torch.randn(c, p, generator=g, dtype=torch.float64).square()
+    return rows.to(dtype).cuda(), cols.to(dtype).cuda()
+
+
+@pytest.mark.parametrize(**DTYPES)
+@pytest.mark.parametrize("shape", list(MATRIX_SHAPES.values()), ids=list(MATRIX_SHAPES))
+def test_matrix_matches_ref(dtype, shape):
+    rows, cols = make_matrix(shape, dtype)
+    result = torch.ops.ftdfast.fisher_distance_matrix(rows, cols)
+    assert result.device.type == "cuda" and result.dtype == dtype and result.shape == shape[:2]
+    expected = fisher_distance_matrix_ref(rows.cpu().double(), cols.cpu().double())
+    torch.testing.assert_close(result.cpu().double(), expected, **MATRIX_TOL[dtype])
+
+
+def test_matrix_same_tensor_both_sides():
+    rows, _ = make_matrix((5, 1, 40), torch.float64)
+    result = torch.ops.ftdfast.fisher_distance_matrix(rows, rows)
+    torch.testing.assert_close(result, result.T, rtol=0, atol=1e-15)
+    assert result.diagonal().abs().max().item() <= 1e-7
+
+
+def test_matrix_non_contiguous_inputs():
+    rows = make_matrix((30, 1, 3), torch.float64)[0].T
+    cols = make_matrix((4, 1, 60), torch.float64)[0][:, ::2]
+    assert not rows.is_contiguous() and not cols.is_contiguous()
+    expected = fisher_distance_matrix_ref(rows.cpu(), cols.cpu())
+    torch.testing.assert_close(torch.ops.ftdfast.fisher_distance_matrix(rows, cols).cpu(), expected,
+                               **MATRIX_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("shape", [MATRIX_SHAPES["3x5"], MATRIX_SHAPES["r0"]], ids=["3x5", "r0"])
+def test_matrix_opcheck(shape):
+    rows, cols = make_matrix(shape, torch.float64)
+    torch.library.opcheck(torch.ops.ftdfast.fisher_distance_matrix.default, (rows, cols))
+
+
+MATRIX_BAD = {
+    "negative_row": (lambda: (_c(1.0, 2.0, -1.0).reshape(1, 3), _c(1.0, 1.0, 1.0).reshape(1, 3)),
+                     r"rows\[0\] has a negative entry \(min -1"),
+    "zero_col": (lambda: (_c(1.0, 2.0, 3.0).reshape(1, 3), torch.zeros(2, 3, device="cuda")), r"cols\[0\] is all zeros"),
+    "nan_row": (lambda: (_c(1.0, float("nan")).reshape(1, 2), _c(1.0, 1.0).reshape(1, 2)),
+                r"rows\[0\] has NaN or infinite entries"),
+    "nan_and_negative": (lambda: (_c(float("nan"), -3.0).reshape(1, 2), _c(1.0, 1.0).reshape(1, 2)),
+                         r"rows\[0\] has a negative entry \(min -3"),
+}
+
+
+@pytest.mark.parametrize("make_args, message", list(MATRIX_BAD.values()), ids=list(MATRIX_BAD))
+def test_matrix_bad_values(make_args, message):
+    rows, cols = make_args()
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.ftdfast.fisher_distance_matrix(rows, cols)
