@@ -7,11 +7,13 @@ import torch
 import torch.nn as nn
 
 from .. import _ext, __version__
+from .. import distributed as D
 from ..progress import progress_bar
 from . import rules as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from .backends import BACKENDS, ParamTable
 from .data import num_samples_hint, stream_batches
 from .losses import FISHER_KINDS, LossArg, resolve_loss
+from .parallel import SHARD_MODES, Shard, all_reduce_sums, shard_data, unwrap_model, use_distributed
 from .result import FisherDiagonal
 from .squares import use_impl
 
@@ -52,13 +54,16 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
                     backend: str = "auto", batch_size: int = 128, max_samples: Optional[int] = None,
                     device: Optional[torch.device | str] = None, dtype: torch.dtype = torch.float64,
                     progress: bool = True, mc_samples: int = 1, generator: Optional[torch.Generator] = None,
-                    strict: bool = False, chunk_size: Optional[int] = None) -> FisherDiagonal:
+                    strict: bool = False, chunk_size: Optional[int] = None,
+                    distributed: Optional[bool] = None, shard: str = "auto") -> FisherDiagonal:
     """The diagonal Fisher ``F_i = (1/N) sum_n (d loss_n / d theta_i)^2`` of ``model`` on ``data``.
 
     Args:
         model: any ``nn.Module`` returning one output tensor (n, *out). It must be in
             eval mode where BatchNorm or dropout would mix or randomize samples (an error
             says so otherwise); it is never modified, and ``.grad`` is left untouched.
+            ``DistributedDataParallel`` / ``DataParallel`` wrappers are unwrapped: the
+            result's names are those of the inner module (no ``module.`` prefix).
         data: a ``DataLoader``, any iterable of ``(inputs, targets)`` batches, or a tuple
             ``(X, y)`` of tensors/arrays (n first) that is sliced into ``batch_size`` batches.
             Batches stream: memory does not grow with N.
@@ -74,7 +79,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             (the square of each batch-mean gradient as in the authors' code: NOT this
             quantity, batch-size dependent), ``"auto"`` (native where built, else rules).
         batch_size: batch size when ``data`` is a tuple. The result does not depend on it.
-        max_samples: stop after this many samples.
+        max_samples: stop after this many samples (in all, over every rank when distributed).
         device: where to run; default: the device of the model's parameters.
         dtype: accumulation dtype. float64 by default: sums of 10^5 and more squares lose
             digits in float32. Each batch's sum is formed in the model's dtype and added
@@ -82,10 +87,32 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         progress: show a progress bar.
         strict: raise instead of using the torch.func fallback for modules without a rule.
         chunk_size: samples per vmap chunk for ``backend="func"`` (default: the ``FTDFAST_WORKSPACE_MB`` budget).
+        distributed: data-parallel over the processes of a ``torch.distributed`` job.
+            None (default): when a process group of more than one process is
+            initialized; False: never (each process computes on its own data alone);
+            True: requires an initialized group. Every rank must call
+            ``fisher_diagonal`` with the same arguments except the data: each rank
+            streams its shard (see ``shard``), the per-parameter sums and the sample
+            counts are added in one all-reduce at the end, and every rank returns the
+            same result, equal to the single-process Fisher on all the data up to
+            rounding. If the computation raises on one rank, every rank raises (the
+            others :class:`ftdfast.distributed.RemoteRankError`). The all-reduce runs
+            where the process group's backend wants it: on the accumulators' GPU for
+            NCCL (call ``torch.cuda.set_device(local_rank)`` first), on the CPU for gloo.
+            ``backend="legacy"`` is single-process only. With ``fisher="mc"`` each rank
+            draws its own labels from ``generator``: a valid draw, not the
+            single-process one.
+        shard: how a rank finds its share of ``data`` when distributed. ``"auto"``: a
+            tuple ``(X, y)`` (the same on every rank) is split into contiguous blocks; a
+            ``DataLoader`` with a ``DistributedSampler`` is used as is (the samples it
+            repeats to pad are skipped); any other data is taken as this rank's own
+            shard. ``"none"``: every rank's data is its own shard, used as it is. See
+            :mod:`ftdfast.fisher.parallel`.
 
     Returns:
         A :class:`FisherDiagonal` mapping each trainable parameter's name to a tensor of
-        its shape (dtype ``dtype``), with ``num_samples`` = N.
+        its shape (dtype ``dtype``), with ``num_samples`` = N (over all ranks) and
+        ``meta["world_size"]`` = the number of processes that computed it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -98,45 +125,69 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     backend = _pick_backend(backend)
     if backend == "legacy" and fisher != "empirical":
         raise ValueError("backend='legacy' reproduces the authors' empirical estimate only; use fisher='empirical'")
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
+    if shard not in SHARD_MODES:
+        raise ValueError(f"shard={shard!r} is not one of {SHARD_MODES}")
+    parallel = use_distributed(distributed)
+    rank, world = D.world() if parallel else (0, 1)
+    if parallel and backend == "legacy":
+        raise ValueError("backend='legacy' reproduces the authors' single-process code and is not data-parallel; "
+                         "pass distributed=False to run it in each process on its own data")
+    model = unwrap_model(model)
     spec = resolve_loss(loss)
     table = ParamTable(model)
     if not table.params:
         raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False); "
                          "unfreeze the parameters whose Fisher you want")
-    check_eval_mode(model)
     if device is None:
         device = next(iter(table.params.values())).device
     device = torch.device(device)
 
     impl = "auto" if backend in ("auto", "native") else "ref"
     used = ("native" if _ext.HAS_NATIVE else "rules") if backend == "auto" else backend
-    engine = BACKENDS["rules" if backend == "auto" else backend](
-        model, table, strict=strict, chunk_size=chunk_size, loss_spec=spec, fisher=fisher)
-    engine.start(dtype)
-
-    total = num_samples_hint(data)
-    if max_samples is not None and total is not None:
-        total = min(total, max_samples)
-    seen = 0
-    with progress_bar(total=total, enabled=progress, desc=f"Fisher ({used})", unit="sample") as bar, \
-            use_impl(impl):
-        for batch in stream_batches(data, batch_size=batch_size, max_samples=max_samples, device=device):
-            def grads_for(out, batch=batch):
-                spec.check(out, batch.targets, batch.index)
-                return spec.output_grads(out, batch.targets, fisher, mc_samples=mc_samples,
-                                         generator=generator, batch_index=batch.index)
-            engine.accumulate(batch, grads_for)
-            seen += batch.n
-            bar.update(batch.n)
+    seen, totals, error, engine = 0, None, None, None
+    try:
+        check_eval_mode(model)
+        if parallel:
+            part = shard_data(data, mode=shard, max_samples=max_samples, rank=rank, world=world)
+        else:
+            part = Shard(data, max_samples, num_samples_hint(data))
+            if max_samples is not None and part.total is not None:
+                part.total = min(part.total, max_samples)
+        engine = BACKENDS["rules" if backend == "auto" else backend](
+            model, table, strict=strict, chunk_size=chunk_size, loss_spec=spec, fisher=fisher)
+        engine.start(dtype)
+        desc = f"Fisher ({used}, rank 0 of {world})" if parallel else f"Fisher ({used})"
+        with progress_bar(total=part.total, enabled=progress and rank == 0, desc=desc, unit="sample") as bar, \
+                use_impl(impl):
+            for batch in stream_batches(part.data, batch_size=batch_size, max_samples=part.max_samples,
+                                        device=device):
+                def grads_for(out, batch=batch):
+                    spec.check(out, batch.targets, batch.index)
+                    return spec.output_grads(out, batch.targets, fisher, mc_samples=mc_samples,
+                                             generator=generator, batch_index=batch.index)
+                engine.accumulate(batch, grads_for)
+                seen += batch.n
+                bar.update(batch.n)
+        if backend != "legacy":
+            totals = engine.totals()
+    except Exception as e:
+        if not parallel or D.is_fatal(e):
+            raise
+        error = e  # every rank must still reach the all-reduce; there every rank raises
+    if parallel:
+        totals, seen = all_reduce_sums(table, totals, seen, error, dtype=dtype, device=device)
     if seen == 0:
         raise ValueError("the data is empty: no samples to compute the Fisher on")
 
     if backend == "legacy":
         values = engine.finish()
     else:
-        values = {k: v.div_(seen) for k, v in engine.totals().items()}
+        values = {k: v.div_(seen) for k, v in totals.items()}
     meta = {"loss": spec.name, "fisher": fisher, "backend": used, "dtype": str(dtype).replace("torch.", ""),
-            "model": type(model).__qualname__, "torch": str(torch.__version__), "ftdfast": __version__}
+            "model": type(model).__qualname__, "torch": str(torch.__version__), "ftdfast": __version__,
+            "world_size": world}
     if fisher == "mc":
         meta["mc_samples"] = mc_samples
     return FisherDiagonal(values, seen, meta)

@@ -76,7 +76,8 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
     raise TypeError(f"{what} must be a tensor or a NumPy array, got {type(x).__name__}")
 
 
-def _tuple_batches(data: tuple, batch_size: int) -> Iterator[tuple]:
+def split_tuple(data: tuple) -> tuple:
+    """``(inputs, targets, n)`` of a tuple ``(X, y)``, as tensors, checked: every input has n samples."""
     if len(data) != 2:
         raise ValueError(f"data as a tuple must be (inputs, targets), got a tuple of {len(data)} items")
     x, y = data
@@ -87,6 +88,17 @@ def _tuple_batches(data: tuple, batch_size: int) -> Iterator[tuple]:
         if t.shape[0] != n:
             raise ValueError(f"inputs have {t.shape[0]} samples but targets have {n}; "
                              "pass (X, y) with the same first dimension")
+    return x, y, n
+
+
+def slice_tuple(data: tuple, start: int, stop: int) -> tuple:
+    """Samples ``start:stop`` of a tuple ``(X, y)``, as a tuple of views (no copy)."""
+    x, y, _ = split_tuple(data)
+    return map_tensors(x, lambda t: t[start:stop]), y[start:stop]
+
+
+def _tuple_batches(data: tuple, batch_size: int) -> Iterator[tuple]:
+    x, y, n = split_tuple(data)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         yield map_tensors(x, lambda t: t[start:stop]), y[start:stop]
