@@ -149,6 +149,8 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
     if "loss" in fisher_options:
         raise ValueError("distance_matrix: the loss comes from the tasks (TaskData.loss); do not pass loss=")
     fisher_options.setdefault("progress", False)
+    # the matrix is parallel over its items: each Fisher pass runs whole on the rank that owns it
+    fisher_options.setdefault("distributed", False)
     cache = Cache(cache_dir) if cache_dir is not None else None
     names = [_task_name(t) for t in tasks]
     K = len(tasks)
@@ -165,10 +167,10 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
         if cache is None:
             raise ValueError("distance_matrix: a distributed run needs cache_dir, a folder every rank can read: "
                              "the ranks meet there")
-        for phase in (train_items, fisher_items):
-            mine = dist_util.assign(phase, rank, world)
-            run.do_items(mine, desc=f"rank {rank}")
-            torch.distributed.barrier()
+        # each (task, seed) training, then each (source net, target data) Fisher pass, runs on one rank and
+        # lands in the shared cache; after each phase every rank has finished, and all assemble from the cache
+        for phase, what in ((train_items, "train"), (fisher_items, "fisher")):
+            dist_util.run_items(phase, run.do_item, progress=progress, desc=f"rank {rank} {what}")
     per_seed = np.full((len(seeds), K, K), np.nan)
     with progress_bar(total=len(fisher_items), enabled=progress and rank == 0, desc=f"distance {arch}",
                       unit="pair") as bar:
@@ -185,7 +187,7 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
                     bar.update(1)
     meta = {"arch": arch, "method": method, "head": head, "seeds": seeds, "loss": tasks[0].loss,
             "num_outputs": shared_width if head == "shared" else widths, "config": config.to_dict(),
-            "fisher_options": {k: str(v) for k, v in fisher_options.items() if k != "progress"},
+            "fisher_options": {k: str(v) for k, v in fisher_options.items() if k not in ("progress", "distributed")},
             "fingerprints": [t.fingerprint() for t in tasks], "world_size": world,
             "test_accuracy": run.accuracies(seeds), "seconds": dict(run.seconds)}
     return DistanceMatrix.from_per_seed(names, per_seed, meta)
@@ -211,14 +213,11 @@ class _Run:
         self.seconds = {"train": 0.0, "fisher": 0.0}
 
     # ---------------------------------------------------------------- items
-    def do_items(self, items: Sequence[_Item], desc: str) -> None:
-        with progress_bar(total=len(items), enabled=self.progress, desc=desc, unit="item") as bar:
-            for it in items:
-                if it.kind == "train":
-                    self.net(it.seed, it.task)
-                else:
-                    self.fisher(it.seed, it.task, it.target)
-                bar.update(1)
+    def do_item(self, it: _Item) -> None:
+        if it.kind == "train":
+            self.net(it.seed, it.task)
+        else:
+            self.fisher(it.seed, it.task, it.target)
 
     def net(self, seed: int, k: int):
         if (seed, k) not in self.nets:
