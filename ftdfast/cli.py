@@ -101,6 +101,39 @@ def cmd_distance(args) -> int:
     return 0
 
 
+def _budget(args):
+    from .nas.tanas import Budget
+    return Budget(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
+                  alpha_steps=args.alpha_steps, channels=args.channels, layers=args.layers,
+                  seconds=args.budget_seconds)
+
+
+def _indices(text: str):
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--tasks must be paper task indices like 0,1,3; got {text!r}") from None
+
+
+def cmd_dictionary(args) -> int:
+    from .experiment import build_task_dictionary
+    build_task_dictionary(args.dataset, data_dir=args.data_dir, tasks=_indices(args.tasks), out=args.out,
+                          budget=_budget(args), arch=args.arch, seeds=args.seeds, epochs=args.epochs,
+                          max_train=args.max_train, max_test=args.max_test, device=args.device,
+                          progress=not args.no_progress)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .experiment import run_task_aware_search
+    hand = [a for a in args.hand_designed.split(",") if a]
+    run_task_aware_search(args.dictionary, args.target, data_dir=args.data_dir, budget=_budget(args),
+                          epochs=args.epochs, out=args.out, hand_designed=hand, hand_width=args.hand_width,
+                          device=args.device, progress=not args.no_progress)
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The main job on the built-in dataset: the paper's four MNIST-style tasks on scikit-learn's digits."""
     from .experiment import run_distance_experiment
@@ -109,11 +142,23 @@ def cmd_demo(args) -> int:
     m = result.matrices[args.arch]
     print(f"wrote {len(result.files)} files to {args.out}/ in {result.seconds:.0f} s "
           f"(training {m.meta['seconds']['train']:.1f} s, Fisher {m.meta['seconds']['fisher']:.1f} s)")
+    if args.no_search:
+        return 0
+    from .experiment import build_task_dictionary, run_task_aware_search
+    from .nas.tanas import Budget
+    print("\nTask-aware NAS: a dictionary of digits:0, digits:1, digits:3, then a search for digits:2")
+    budget = Budget(iterations=2, candidates=3, rounds=2, w_steps=15, alpha_steps=4, channels=8, layers=3)
+    path = os.path.join(args.out, "nas", "dictionary.json")
+    build_task_dictionary("digits", tasks=(0, 1, 3), out=path, budget=budget, arch=args.arch, seeds=1,
+                          epochs=args.epochs, progress=not args.no_progress)
+    run_task_aware_search(path, "digits:2", budget=budget, epochs=args.epochs, out=os.path.join(args.out, "nas"),
+                          hand_designed=("vgg16", "resnet18", "densenet121"), hand_width=0.25,
+                          progress=not args.no_progress)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ftdfast", description="Exact diagonal Fisher of PyTorch models.")
+    p = argparse.ArgumentParser(prog="ftdfast", description="Fisher task distances, task-aware NAS and the exact diagonal Fisher of PyTorch models.")
     p.add_argument("--version", action="version",
                    version=f"ftdfast {__version__} (native extension: {'yes' if _ext.HAS_NATIVE else 'no'})")
     sub = p.add_subparsers(dest="command", required=True)
@@ -131,8 +176,48 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--arch", default="small_cnn")
     d.add_argument("--seeds", type=int, default=3)
     d.add_argument("--epochs", type=int, default=8)
+    d.add_argument("--no-search", action="store_true", help="stop after the distances (no task-aware NAS)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
+
+    budget = argparse.ArgumentParser(add_help=False)
+    g = budget.add_argument_group("search budget (equal for every method)")
+    g.add_argument("--iterations", type=int, default=2, help="FUSE runs per search")
+    g.add_argument("--candidates", type=int, default=4, help="new candidates per FUSE run")
+    g.add_argument("--rounds", type=int, default=3, help="FUSE rounds (weight steps, then alpha steps)")
+    g.add_argument("--w-steps", type=int, default=20)
+    g.add_argument("--alpha-steps", type=int, default=5)
+    g.add_argument("--channels", type=int, default=8, help="skeleton width of searched networks")
+    g.add_argument("--layers", type=int, default=3, help="cells in the skeleton")
+    g.add_argument("--budget-seconds", type=float, help="wall-time cap of one search")
+    tn = argparse.ArgumentParser(add_help=False)
+    tn.add_argument("--data-dir")
+    tn.add_argument("--epochs", type=int, default=2, help="training epochs (epsilon-networks, final training)")
+    tn.add_argument("--device")
+    tn.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    dic = sub.add_parser("dictionary", help="TA-NAS baseline dictionaries")
+    dsub = dic.add_subparsers(dest="action", required=True)
+    db = dsub.add_parser("build", parents=[budget, tn], help="FUSE search in the general space for each baseline "
+                         "task (resumable)")
+    db.add_argument("--dataset", default="digits")
+    db.add_argument("--tasks", default="0,1,3", help="the baselines: paper task indices (default 0,1,3)")
+    db.add_argument("--arch", default="small_cnn", help="epsilon-network architecture for the Fisher distance")
+    db.add_argument("--seeds", type=int, default=1, help="seeds of the distance to a target")
+    db.add_argument("--max-train", type=int)
+    db.add_argument("--max-test", type=int)
+    db.add_argument("--out", default="dictionary.json")
+    db.set_defaults(func=cmd_dictionary)
+
+    se = sub.add_parser("search", parents=[budget, tn], help="task-aware search for a target task, compared with "
+                        "FUSE and random search in the general space and hand-designed networks")
+    se.add_argument("--dictionary", required=True, help="a file written by `ftdfast dictionary build`")
+    se.add_argument("--target", required=True, help="DATASET:TASK_INDEX, e.g. mnist:2")
+    se.add_argument("--hand-designed", default="vgg16,resnet18,densenet121",
+                    help="comma-separated architectures to compare with ('' for none)")
+    se.add_argument("--hand-width", type=float, default=1.0, help="channel width factor of the hand-designed nets")
+    se.add_argument("--out", default="search")
+    se.set_defaults(func=cmd_search)
 
     t = sub.add_parser("distance", help="the task-distance matrices of a dataset's tasks (resumable)")
     t.add_argument("--dataset", default="digits",

@@ -149,3 +149,67 @@ def summarize(matrices: Dict[str, DistanceMatrix], *, dataset: str = "", seconds
     if seconds:
         lines.append(f"total {seconds:.0f} s")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ task-aware NAS
+def _paper_task_data(dataset: str, data_dir: Optional[str], indices: Sequence[int], *, max_train=None,
+                     max_test=None):
+    data, every = load_tasks(dataset, data_dir, "paper", max_train=max_train, max_test=max_test)
+    bad = [i for i in indices if not 0 <= i < len(every)]
+    if bad:
+        raise ValueError(f"{dataset} has paper tasks 0..{len(every) - 1}; got {bad}")
+    return data, [every[i] for i in indices]
+
+
+def parse_target(spec: str):
+    """``"mnist:2"`` -> ("mnist", 2): a dataset and the index of one of its paper tasks."""
+    name, _, idx = str(spec).rpartition(":")
+    if not name or not idx.isdigit():
+        raise ValueError(f"--target must look like DATASET:TASK_INDEX (e.g. mnist:2 or digits:2), got {spec!r}")
+    return name, int(idx)
+
+
+def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = None,
+                          tasks: Sequence[int] = (0, 1, 3), out: str = "dictionary.json", budget=None,
+                          arch: str = "small_cnn", seeds: int = 1, epochs: int = 2,
+                          max_train: Optional[int] = None, max_test: Optional[int] = None, device=None,
+                          progress: bool = True, log=print):
+    """Build (or resume) a TA-NAS dictionary from the paper tasks ``tasks`` of ``dataset``."""
+    from .nas.tanas import build_dictionary
+    data, baselines = _paper_task_data(dataset, data_dir, tasks, max_train=max_train, max_test=max_test)
+    cache = os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
+    log(f"dictionary: FUSE search in the general space for {', '.join(t.task.name for t in baselines)}")
+    d = build_dictionary(baselines, budget=budget, arch=arch, seeds=seeds, config=TrainConfig(epochs=epochs),
+                         cache_dir=cache, device=device, path=out, progress=progress)
+    d.meta.update({"dataset": dataset, "data_dir": data_dir, "tasks": list(tasks), "max_train": max_train,
+                   "max_test": max_test})
+    d.save(out)
+    for e in d.entries:
+        log(f"  {e.name}: {e.genotype.num_nodes}-node cell, ops {', '.join(e.genotype.op_set)} "
+            f"({e.search_seconds:.0f} s)")
+    return d
+
+
+def run_task_aware_search(dictionary: str, target: str, *, data_dir: Optional[str] = None, budget=None,
+                          epochs: int = 3, out: str = "search", hand_designed=("vgg16", "resnet18", "densenet121"),
+                          hand_width: float = 1.0, device=None, progress: bool = True, log=print):
+    """TA-NAS for ``target`` ("dataset:index") with a dictionary file; the comparison table in ``out``."""
+    from .nas.evaluate import compare, to_markdown
+    from .nas.tanas import TaskDictionary
+    d = TaskDictionary.load(dictionary)
+    name, idx = parse_target(target)
+    meta = d.meta
+    data_dir = data_dir if data_dir is not None else meta.get("data_dir")
+    if name != meta.get("dataset", name):
+        log(f"note: the dictionary's baselines come from {meta.get('dataset')}, the target from {name}")
+    _, baselines = _paper_task_data(meta.get("dataset", name), data_dir, meta.get("tasks", []),
+                                    max_train=meta.get("max_train"), max_test=meta.get("max_test"))
+    _, (target_data,) = _paper_task_data(name, data_dir, [idx], max_train=meta.get("max_train"),
+                                         max_test=meta.get("max_test"))
+    os.makedirs(out, exist_ok=True)
+    rows = compare(target_data, d, baselines, budget, epochs=epochs, hand_designed=hand_designed,
+                   hand_width=hand_width, device=device, out_dir=out, progress=progress)
+    table = to_markdown(rows, title=f"Task-aware search for {target_data.task.name}")
+    atomic_write_text(os.path.join(out, "table.md"), table)
+    log(table)
+    return rows

@@ -327,3 +327,19 @@ MATRIX_BAD_IMPLS = {
 def test_matrix_bad_inputs(impl, args, message):
     with pytest.raises(RuntimeError, match=message):
         impl(*args)
+
+
+@pytest.mark.skipif(not _ext.HAS_NATIVE, reason="native extension not built")
+@pytest.mark.parametrize("eps", [0.02, 0.06, 0.1, 0.2, 0.5], ids=lambda e: f"eps{e}")
+def test_native_one_pass_and_two_pass_regimes_agree_with_the_float64_oracle(eps):
+    """The CPU op reads once (Hellinger inner product) for d^2 >= 1e-2 and adds a second,
+    cancellation-free pass below: both sides of that switch must match the oracle."""
+    g = torch.Generator().manual_seed(21)
+    a = [torch.rand(257, 3, generator=g, dtype=torch.float64), torch.rand(1001, generator=g, dtype=torch.float64)]
+    b = [t * (1 + eps * torch.randn(t.shape, generator=g, dtype=torch.float64)).abs() for t in a]
+    want = float(fisher_distance_ref(a, b))
+    got = float(ops.fisher_distance(a, b))
+    assert got == pytest.approx(want, rel=1e-11)
+    got32 = float(ops.fisher_distance([t.float() for t in a], [t.float() for t in b]))
+    want32 = float(fisher_distance_ref([t.float().double() for t in a], [t.float().double() for t in b]))
+    assert got32 == pytest.approx(want32, rel=2e-6)

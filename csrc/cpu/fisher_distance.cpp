@@ -2,17 +2,21 @@
 //
 // fisher_distance: f_a, f_b lists of per-parameter Fisher diagonals ->
 //   d = || sqrt(f_a / tr f_a) - sqrt(f_b / tr f_b) ||_2 / sqrt(2)
-// in two passes over the inputs, with no concatenated copy:
-//   pass 1: the two traces (and each tensor's min, for the sign check),
-//   pass 2: the fused sum of (sqrt(a / tr_a) - sqrt(b / tr_b))^2.
+// with no concatenated copy:
+//   pass 1: the two traces, each tensor's min (sign check) and sum_j sqrt(a_j b_j),
+//           which gives d^2 = 1 - sum_j sqrt(a_j b_j) / sqrt(tr_a tr_b) in one read;
+//   pass 2, only for close Fishers (d^2 < 1e-2, where that subtraction cancels
+//           digits): the fused sum of (sqrt(a / tr_a) - sqrt(b / tr_b))^2.
 // Each pass cuts every tensor into chunks and runs all chunks with one
 // at::parallel_for; a chunk's double partial goes to its own slot and slots
 // are summed in order, so the result does not depend on the thread count.
 //
 // fisher_distance_matrix: rows (R, P), cols (C, P) -> D (R, C) with
 //   D[r, c] = sqrt(1 - <sqrt(p_r), sqrt(q_c)>),  p_r = rows[r] / sum(rows[r]),
-// (the Hellinger identity) as one double-precision GEMM of the square-rooted,
-// normalised rows and cols, clamped to [0, 1].
+// (the Hellinger identity), clamped to [0, 1]: one pass for the row sums, then
+// one blocked pass that square-roots a block of every row and column in cache
+// and forms all R x C inner products on it (a GEMM of the square roots that is
+// never materialised: memory-bandwidth bound for the usual few rows).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -155,6 +159,78 @@ FTDFAST_DIST_TARGET_AVX void sqrt_scaled_avx(double* __restrict__ out, const sca
 }
 #endif
 
+// One pass over a chunk of both lists: their sums and minimums (for the traces
+// and the sign checks) and sum_j sqrt(a[j] * b[j]) (for the Hellinger identity
+// d^2 = 1 - sum_j sqrt(a[j] b[j]) / sqrt(tr_a tr_b)), all in double.
+struct PairStats {
+  SumMin a, b;
+  double root_products = 0.0;
+};
+
+template <typename scalar_t>
+PairStats pair_stats_scalar(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n) {
+  PairStats r;
+  r.a = sum_min(a, n);
+  r.b = sum_min(b, n);
+  double g[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      g[l] += std::sqrt(static_cast<double>(a[j + l]) * static_cast<double>(b[j + l]));
+    }
+  }
+  for (; j < n; ++j) {
+    g[0] += std::sqrt(static_cast<double>(a[j]) * static_cast<double>(b[j]));
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    r.root_products += g[l];
+  }
+  return r;
+}
+
+#ifdef FTDFAST_DIST_AVX
+FTDFAST_DIST_TARGET_AVX inline double hmin(__m256d v) {
+  alignas(32) double t[4];
+  _mm256_store_pd(t, v);
+  return std::min(std::min(t[0], t[1]), std::min(t[2], t[3]));
+}
+
+// pair_stats with 4-wide AVX (float inputs are widened to double first).
+template <typename scalar_t>
+FTDFAST_DIST_TARGET_AVX PairStats pair_stats_avx(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                                                 int64_t n) {
+  const __m256d inf = _mm256_set1_pd(std::numeric_limits<double>::infinity());
+  __m256d sa = _mm256_setzero_pd(), sb = _mm256_setzero_pd(), g = _mm256_setzero_pd();
+  __m256d ma = inf, mb = inf;
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const __m256d va = load4(a + j), vb = load4(b + j);
+    sa = _mm256_add_pd(sa, va);
+    sb = _mm256_add_pd(sb, vb);
+    ma = _mm256_min_pd(va, ma);  // a NaN in va keeps ma: NaNs reach the sum, not the min
+    mb = _mm256_min_pd(vb, mb);
+    g = _mm256_add_pd(g, _mm256_sqrt_pd(_mm256_mul_pd(va, vb)));
+  }
+  PairStats r = pair_stats_scalar(a + j, b + j, n - j);
+  r.a.sum += hsum(sa);
+  r.b.sum += hsum(sb);
+  r.a.min = std::min(r.a.min, hmin(ma));
+  r.b.min = std::min(r.b.min, hmin(mb));
+  r.root_products += hsum(g);
+  return r;
+}
+#endif
+
+template <typename scalar_t>
+PairStats pair_stats(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n) {
+#ifdef FTDFAST_DIST_AVX
+  if (has_avx()) {
+    return pair_stats_avx(a, b, n);
+  }
+#endif
+  return pair_stats_scalar(a, b, n);
+}
+
 // sum_j (sqrt(a[j] * inv_a) - sqrt(b[j] * inv_b))^2 over [0, n), in double.
 template <typename scalar_t>
 double sq_diff_of_sqrts(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n,
@@ -220,11 +296,8 @@ std::vector<SumMin> sum_min_per_span(const std::vector<const scalar_t*>& data,
   return out;
 }
 
-// Pass 1 for one list: its trace, after checking every tensor is >= 0.
-template <typename scalar_t>
-double checked_trace(const std::vector<const scalar_t*>& data, const std::vector<int64_t>& numel,
-                     const char* list_name) {
-  const auto per_tensor = sum_min_per_span(data, numel);
+// The trace of one list from its per-tensor sums and minimums, after the checks.
+double check_trace(const std::vector<SumMin>& per_tensor, const char* list_name) {
   double trace = 0.0;
   for (size_t k = 0; k < per_tensor.size(); ++k) {
     TORCH_CHECK(per_tensor[k].min >= 0.0, "ftdfast: ", list_name, "[", k,
@@ -238,6 +311,11 @@ double checked_trace(const std::vector<const scalar_t*>& data, const std::vector
               " is all zeros (trace 0); a Fisher diagonal must have a positive trace");
   return trace;
 }
+
+// Below this d^2 the one-pass value (1 - inner product) is replaced by pass 2:
+// the inner product carries a relative error of ~1e-16 x sqrt(P), so d^2 >= 1e-2
+// keeps d accurate to ~1e-13 relative.
+constexpr double kOnePassMinD2 = 1e-2;
 
 at::Tensor fisher_distance_cpu(at::TensorList f_a, at::TensorList f_b) {
   const auto p = make_fisher_distance_params(f_a, f_b);
@@ -261,61 +339,146 @@ at::Tensor fisher_distance_cpu(at::TensorList f_a, at::TensorList f_b) {
       pa[k] = a[k].const_data_ptr<scalar_t>();
       pb[k] = b[k].const_data_ptr<scalar_t>();
     }
-    const double inv_a = 1.0 / checked_trace(pa, numel, "f_a");
-    const double inv_b = 1.0 / checked_trace(pb, numel, "f_b");
+    // Pass 1: traces, sign checks and the Hellinger inner product, in one read.
     const auto chunks = make_chunks(numel);
-    std::vector<double> partial(chunks.size());
+    std::vector<PairStats> stats(chunks.size());
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         const Chunk& ch = chunks[c];
-        partial[c] = sq_diff_of_sqrts(pa[ch.span] + ch.begin, pb[ch.span] + ch.begin,
-                                      ch.end - ch.begin, inv_a, inv_b);
+        stats[c] = pair_stats(pa[ch.span] + ch.begin, pb[ch.span] + ch.begin, ch.end - ch.begin);
       }
     });
-    for (const double s : partial) {
-      d2 += s;
+    std::vector<SumMin> per_a(p.tensors), per_b(p.tensors);
+    double root_products = 0.0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      for (auto [per, st] : {std::pair{&per_a, &stats[c].a}, std::pair{&per_b, &stats[c].b}}) {
+        SumMin& o = (*per)[chunks[c].span];
+        o.sum += st->sum;
+        o.min = std::min(o.min, st->min);
+      }
+      root_products += stats[c].root_products;
+    }
+    const double tr_a = check_trace(per_a, "f_a"), tr_b = check_trace(per_b, "f_b");
+    // d^2 = 1 - <sqrt p_a, sqrt p_b>: exact up to rounding, but for close Fishers
+    // (d^2 < kOnePassMinD2) the subtraction cancels digits; pass 2 then sums the
+    // squared differences of the square roots directly.
+    d2 = 1.0 - root_products / (std::sqrt(tr_a) * std::sqrt(tr_b));
+    if (!(d2 >= kOnePassMinD2)) {
+      const double inv_a = 1.0 / tr_a, inv_b = 1.0 / tr_b;
+      std::vector<double> partial(chunks.size());
+      at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) {
+          const Chunk& ch = chunks[c];
+          partial[c] = sq_diff_of_sqrts(pa[ch.span] + ch.begin, pb[ch.span] + ch.begin,
+                                        ch.end - ch.begin, inv_a, inv_b);
+        }
+      });
+      d2 = 0.0;
+      for (const double v : partial) {
+        d2 += v;
+      }
+      d2 *= 0.5;
     }
   });
-  d2 *= 0.5;
   // Rounding can only push d^2 slightly below 0 or d slightly above 1; NaN passes.
   const double d = std::isnan(d2) ? d2 : std::min(1.0, std::sqrt(std::max(0.0, d2)));
   return at::scalar_tensor(d, a[0].options());
 }
 
-// sqrt(m[r] / sum(m[r])) for each row of a contiguous (n, P) matrix, as an
-// (n, P) double tensor; `name` ("rows" / "cols") for the value checks.
-at::Tensor sqrt_normalised_rows(const at::Tensor& m, const char* name) {
-  const int64_t n = m.size(0), P = m.size(1);
-  auto out = at::empty({n, P}, m.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "ftdfast_fisher_distance_matrix", [&] {
-    const scalar_t* x = m.const_data_ptr<scalar_t>();
-    std::vector<const scalar_t*> data(n);
-    std::vector<int64_t> numel(n, P);
-    for (int64_t r = 0; r < n; ++r) {
-      data[r] = x + r * P;
+// 1 / sum(m[r]) for each row of a contiguous (n, P) matrix, after the value
+// checks; `name` ("rows" / "cols") names the argument in the messages.
+template <typename scalar_t>
+std::vector<double> inverse_row_sums(const scalar_t* x, int64_t n, int64_t P, const char* name) {
+  std::vector<const scalar_t*> data(n);
+  std::vector<int64_t> numel(n, P);
+  for (int64_t r = 0; r < n; ++r) {
+    data[r] = x + r * P;
+  }
+  const auto per_row = sum_min_per_span(data, numel);
+  std::vector<double> inv(n);
+  for (int64_t r = 0; r < n; ++r) {
+    TORCH_CHECK(per_row[r].min >= 0.0, "ftdfast: ", name, "[", r, "] has a negative entry (min ",
+                per_row[r].min, "); a Fisher diagonal must be non-negative");
+    TORCH_CHECK(std::isfinite(per_row[r].sum), "ftdfast: ", name, "[", r,
+                "] has NaN or infinite entries (sum ", per_row[r].sum, ")");
+    TORCH_CHECK(per_row[r].sum > 0.0, "ftdfast: ", name, "[", r,
+                "] is all zeros; a Fisher diagonal must have a positive trace");
+    inv[r] = 1.0 / per_row[r].sum;
+  }
+  return inv;
+}
+
+// Entries of a block of the matrix pass: R + C square-rooted rows of this
+// length (double) stay in L2 while the R x C inner products run over them.
+constexpr int64_t kBlock = 2048;
+
+// <x, y> over n doubles with independent accumulators (vectorisable, fixed order).
+FTDFAST_TARGET_CLONES double dot(const double* __restrict__ x, const double* __restrict__ y, int64_t n) {
+  double s[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      s[l] += x[j + l] * y[j + l];
     }
-    const auto per_row = sum_min_per_span(data, numel);
-    std::vector<double> inv(n);
-    for (int64_t r = 0; r < n; ++r) {
-      TORCH_CHECK(per_row[r].min >= 0.0, "ftdfast: ", name, "[", r, "] has a negative entry (min ",
-                  per_row[r].min, "); a Fisher diagonal must be non-negative");
-      TORCH_CHECK(std::isfinite(per_row[r].sum), "ftdfast: ", name, "[", r,
-                  "] has NaN or infinite entries (sum ", per_row[r].sum, ")");
-      TORCH_CHECK(per_row[r].sum > 0.0, "ftdfast: ", name, "[", r,
-                  "] is all zeros; a Fisher diagonal must have a positive trace");
-      inv[r] = 1.0 / per_row[r].sum;
+  }
+  for (; j < n; ++j) {
+    s[0] += x[j] * y[j];
+  }
+  double r = 0.0;
+  for (int l = 0; l < kLanes; ++l) {
+    r += s[l];
+  }
+  return r;
+}
+
+// G[r, c] = sum_k sqrt(rows[r, k] * inv_r[r]) * sqrt(cols[c, k] * inv_c[c]) in one
+// pass over both matrices, block by block: never an (R, P) or (C, P) copy. Each
+// group of blocks owns a slot of R x C partial sums; slots are added in order, so
+// the result does not depend on the thread count.
+template <typename scalar_t>
+at::Tensor hellinger_products(const scalar_t* rows, const scalar_t* cols, bool same, int64_t R, int64_t C,
+                              int64_t P, const std::vector<double>& inv_r, const std::vector<double>& inv_c) {
+  const int64_t blocks = (P + kBlock - 1) / kBlock;
+  // at most ~256 slots: bounded memory (256 R C doubles) and enough work items per thread
+  const int64_t per_slot = std::max<int64_t>(1, (blocks + 255) / 256);
+  const int64_t slots = (blocks + per_slot - 1) / per_slot;
+  std::vector<double> partial(static_cast<size_t>(slots * R * C), 0.0);
+  at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> sr(static_cast<size_t>(R * kBlock)), sc;
+    if (!same) {
+      sc.resize(static_cast<size_t>(C * kBlock));
     }
-    double* o = out.data_ptr<double>();
-    const auto chunks = make_chunks(numel);
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) {
-        const Chunk& ch = chunks[c];
-        sqrt_scaled(o + ch.span * P + ch.begin, data[ch.span] + ch.begin, ch.end - ch.begin,
-                    inv[ch.span]);
+    for (int64_t slot = begin; slot < end; ++slot) {
+      double* acc = partial.data() + slot * R * C;
+      const int64_t b_end = std::min(blocks, (slot + 1) * per_slot);
+      for (int64_t blk = slot * per_slot; blk < b_end; ++blk) {
+        const int64_t k0 = blk * kBlock, len = std::min(P, k0 + kBlock) - k0;
+        for (int64_t r = 0; r < R; ++r) {
+          sqrt_scaled(sr.data() + r * kBlock, rows + r * P + k0, len, inv_r[r]);
+        }
+        const double* scp = sr.data();
+        if (!same) {
+          for (int64_t c = 0; c < C; ++c) {
+            sqrt_scaled(sc.data() + c * kBlock, cols + c * P + k0, len, inv_c[c]);
+          }
+          scp = sc.data();
+        }
+        for (int64_t r = 0; r < R; ++r) {
+          for (int64_t c = 0; c < C; ++c) {
+            acc[r * C + c] += dot(sr.data() + r * kBlock, scp + c * kBlock, len);
+          }
+        }
       }
-    });
+    }
   });
-  return out;
+  auto g = at::zeros({R, C}, at::TensorOptions().dtype(at::kDouble));
+  double* out = g.data_ptr<double>();
+  for (int64_t slot = 0; slot < slots; ++slot) {
+    for (int64_t i = 0; i < R * C; ++i) {
+      out[i] += partial[static_cast<size_t>(slot * R * C + i)];
+    }
+  }
+  return g;
 }
 
 at::Tensor fisher_distance_matrix_cpu(const at::Tensor& rows_in, const at::Tensor& cols_in) {
@@ -328,13 +491,19 @@ at::Tensor fisher_distance_matrix_cpu(const at::Tensor& rows_in, const at::Tenso
   // Detached: worker threads of at::parallel_for do not inherit the caller's
   // below-autograd dispatch state (only raw pointers are used there anyway).
   const auto rows = rows_in.detach().contiguous();
-  const auto sr = sqrt_normalised_rows(rows, "rows");
-  // The same tensor on both sides (all pairs within one set): normalise once.
-  const auto sc = cols_in.is_same(rows_in) ? sr
-                                           : sqrt_normalised_rows(cols_in.detach().contiguous(), "cols");
+  // The same tensor on both sides (all pairs within one set): square roots once.
+  const bool same = cols_in.is_same(rows_in);
+  const auto cols = same ? rows : cols_in.detach().contiguous();
+  at::Tensor g;
+  AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "ftdfast_fisher_distance_matrix", [&] {
+    const scalar_t* r = rows.const_data_ptr<scalar_t>();
+    const scalar_t* c = cols.const_data_ptr<scalar_t>();
+    const auto inv_r = inverse_row_sums(r, p.r, p.p, "rows");
+    const auto inv_c = same ? inv_r : inverse_row_sums(c, p.c, p.p, "cols");
+    g = hellinger_products(r, c, same, p.r, p.c, p.p, inv_r, inv_c);
+  });
   // d^2 = 1 - <sqrt p, sqrt q>; the inner product is in [0, 1] up to rounding.
-  auto d2 = at::mm(sr, sc.t()).neg_().add_(1.0).clamp_(0.0, 1.0);
-  return d2.sqrt_().to(rows_in.scalar_type());
+  return g.neg_().add_(1.0).clamp_(0.0, 1.0).sqrt_().to(rows_in.scalar_type());
 }
 
 }  // namespace

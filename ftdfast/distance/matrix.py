@@ -119,8 +119,8 @@ def _task_name(t) -> str:
 
 def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[TrainConfig] = None,
                     epochs: Optional[int] = None, cache_dir: Optional[str] = None, device=None,
-                    method: str = "fisher", head: str = "shared", progress: bool = True,
-                    **fisher_options) -> DistanceMatrix:
+                    method: str = "fisher", head: str = "shared", targets: Optional[Sequence[int]] = None,
+                    progress: bool = True, **fisher_options) -> DistanceMatrix:
     """The K x K task-distance matrix of ``tasks`` for one architecture, over seeds.
 
     Args:
@@ -135,6 +135,8 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
             diagonals, the paper's baseline) or ``"legacy"`` (the authors' code: the square of the
             distance).
         head: ``"shared"`` or ``"legacy"`` output width (see the module docstring).
+        targets: indices of the columns to compute (default: all); the other columns stay NaN.
+            Task-aware NAS asks for one column: every baseline's distance to a new target.
         fisher_options: passed to ``fisher_diagonal`` (``backend``, ``batch_size``,
             ``max_samples``, ``fisher``, ...); the loss is the tasks' own.
 
@@ -157,12 +159,16 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
     classification = tasks[0].loss != "mse"
     widths = [int(t.num_classes) for t in tasks] if classification else [None] * K
     shared_width = max(widths) if classification else None
+    columns = list(range(K)) if targets is None else sorted({int(b) for b in targets})
+    if not columns or not all(0 <= b < K for b in columns):
+        raise ValueError(f"distance_matrix: targets must be a non-empty list of task indices in 0..{K - 1}, "
+                         f"got {targets!r}")
     run = _Run(tasks, arch, config, cache, device, head, shared_width, fisher_options, progress)
 
     from .. import distributed as dist_util  # lazy: torch.distributed is imported only when used
     rank, world = dist_util.world()
     train_items = [_Item("train", s, k) for s in seeds for k in range(K)]
-    fisher_items = [_Item("fisher", s, a, b) for s in seeds for b in range(K) for a in range(K)]
+    fisher_items = [_Item("fisher", s, a, b) for s in seeds for b in columns for a in range(K)]
     if world > 1:
         if cache is None:
             raise ValueError("distance_matrix: a distributed run needs cache_dir, a folder every rank can read: "
@@ -175,7 +181,7 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
     with progress_bar(total=len(fisher_items), enabled=progress and rank == 0, desc=f"distance {arch}",
                       unit="pair") as bar:
         for i, s in enumerate(seeds):
-            for b in range(K):
+            for b in columns:
                 F_bb = run.fisher(s, b, b)
                 for a in range(K):
                     F_ab = F_bb if a == b else run.fisher(s, a, b)
@@ -188,7 +194,7 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
     meta = {"arch": arch, "method": method, "head": head, "seeds": seeds, "loss": tasks[0].loss,
             "num_outputs": shared_width if head == "shared" else widths, "config": config.to_dict(),
             "fisher_options": {k: str(v) for k, v in fisher_options.items() if k not in ("progress", "distributed")},
-            "fingerprints": [t.fingerprint() for t in tasks], "world_size": world,
+            "fingerprints": [t.fingerprint() for t in tasks], "world_size": world, "targets": columns,
             "test_accuracy": run.accuracies(seeds), "seconds": dict(run.seconds)}
     return DistanceMatrix.from_per_seed(names, per_seed, meta)
 

@@ -170,3 +170,13 @@ def test_mixed_input_shapes_are_refused(three_tasks):
     small = Task("tiny").build(other)
     with pytest.raises(ValueError, match="same input shape"):
         ftdfast.distance_matrix([three_tasks[0], small], "small_cnn", 1)
+
+
+def test_one_target_column_equals_the_full_matrix_column(computed, three_tasks, monkeypatch):
+    m, cache = computed
+    col = ftdfast.distance_matrix(three_tasks, "small_cnn", 2, epochs=EPOCHS, cache_dir=cache, targets=[2],
+                                  progress=False)
+    np.testing.assert_array_equal(col.per_seed[:, :, 2], m.per_seed[:, :, 2])
+    assert np.all(np.isnan(col.per_seed[:, :, :2])) and col.closest("low") == m.closest("low")
+    with pytest.raises(ValueError, match="targets must be"):
+        ftdfast.distance_matrix(three_tasks, "small_cnn", 1, targets=[3])
