@@ -1,0 +1,423 @@
+"""FUSE: pick the best of a few candidate networks by training a softmax mixture of them (TA-NAS).
+
+The relaxed network's logits are ``z(x) = sum_c softmax(alpha)_c * z_c(x)`` over the candidates ``c`` and its
+loss is the cross-entropy of ``z``. Alpha starts at zeros (weights ``1/K``). Each *round* has two phases:
+
+1. **weights** (``w_steps`` training batches): alpha frozen, all candidates in training mode; one optimizer
+   (Adam, or SGD with momentum) over every candidate's weights minimizes the mixture's loss;
+2. **alpha** (``alpha_steps`` validation batches): the candidates in eval mode and their logits computed
+   under ``no_grad`` (so BatchNorm running statistics and weights cannot change); Adam updates alpha only.
+
+It stops when the largest mixture weight reaches ``threshold`` (``"threshold"``), when no entry of alpha moved
+by ``tol`` or more during a round (``"converged"``), or after ``rounds`` rounds (``"rounds"``). The winner is
+``argmax alpha``.
+
+**Validation data.** Alpha must be fitted on data the weights were not trained on, and never on the test set:
+carve it from the training data, e.g. with :func:`split_train_val`. (The authors' code updated alpha on the
+test set; ftdfast does not.)
+
+**Batched.** With ``batched=True`` candidates that share a skeleton run as one network
+(:mod:`ftdfast.nas.batched`); the result equals the sequential run up to rounding.
+
+**Checkpoints.** With ``checkpoint=path``, alpha, the weights, both optimizers' states, the batch sampler's
+RNG state and the histories are written atomically after every round; a later call with the same candidates,
+data and settings resumes from the file (``rounds``, ``threshold`` and ``tol`` may change; a run that
+stopped on ``threshold``/``converged`` returns its result without further training). A file written for
+other candidates, data or settings is a ``ValueError``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..progress import progress_bar
+from .batched import BatchedCandidates
+from .genotype import Genotype, as_genotype
+from .network import Network
+
+Data = Tuple[torch.Tensor, torch.Tensor]
+CHECKPOINT_FORMAT = "ftdfast.nas.fuse"
+CHECKPOINT_VERSION = 1
+
+
+# ---------------------------------------------------------------------- data helpers
+def split_train_val(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.2, seed: int = 0) -> Tuple[Data, Data]:
+    """A seeded random split of the *training* data: ``((x_train, y_train), (x_val, y_val))``.
+
+    ``fraction`` of the samples (rounded, at least one) go to validation, the rest (at least one) stay for training.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    n = len(y)
+    n_val = max(1, int(round(n * fraction)))
+    if n_val >= n:
+        raise ValueError(f"cannot split {n} samples into non-empty training and validation parts")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:n_val].to(x.device), perm[n_val:].to(x.device)
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def _check_data(data: Any, name: str) -> Data:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(f"{name} must be a pair (x, y) of tensors: x (n, c, h, w) images, y (n,) class indices")
+    x, y = data
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} must hold tensors, got ({type(x).__name__}, {type(y).__name__})")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: x must be images (n, c, h, w), got shape {tuple(x.shape)}")
+    if y.dim() != 1 or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise ValueError(f"{name}: y must be class indices (n,) of an integer dtype, got {y.dtype} {tuple(y.shape)}")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: x has {len(x)} samples but y has {len(y)}")
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty")
+    if int(y.min()) < 0:
+        raise ValueError(f"{name}: class indices must be >= 0, found {int(y.min())}")
+    return x, y.long()
+
+
+def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------- the mixture
+class FuseMixture(nn.Module):
+    """``forward(x) = sum_c softmax(alpha)_c * candidate_c(x)``: ``(n, ...) -> (n, num_classes)`` logits.
+
+    ``candidates``: modules (or a :class:`BatchedCandidates`); ``alpha`` (K,) starts at zeros.
+    """
+
+    def __init__(self, candidates: Union[Sequence[nn.Module], BatchedCandidates], *, batched: bool = True):
+        super().__init__()
+        self.candidates = (candidates if isinstance(candidates, BatchedCandidates)
+                           else BatchedCandidates(list(candidates), fused=batched))
+        self.alpha = nn.Parameter(torch.zeros(len(self.candidates.nets)))
+
+    def weights(self) -> torch.Tensor:
+        """softmax(alpha), (K,)."""
+        return torch.softmax(self.alpha, dim=0)
+
+    @staticmethod
+    def mix(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``(n, K, k), (K,) -> (n, k)``: ``sum_c weights_c * logits[:, c]``."""
+        return (logits * weights.to(logits.dtype)[None, :, None]).sum(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.candidates(x), self.weights())
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class FuseResult:
+    """What :func:`fuse` found. Histories have one entry per round plus the start (entry 0: zeros, ``1/K``)."""
+    best_index: int
+    best_genotype: Optional[Genotype]
+    genotypes: List[Optional[Genotype]]
+    alpha_history: List[List[float]]
+    softmax_history: List[List[float]]
+    train_loss_history: List[float]             # per round: mean mixture loss of its weight steps
+    val_loss_history: List[float]               # per round: mean mixture loss of its alpha steps
+    val_accuracy_history: List[List[float]]     # per round, per candidate: accuracy on its alpha-step batches
+    rounds_run: int
+    stop_reason: str                            # "threshold" | "converged" | "rounds"
+    seconds: float
+    candidates: List[nn.Module] = field(repr=False)   # the trained candidates, in eval mode
+
+    @property
+    def alpha(self) -> List[float]:
+        return self.alpha_history[-1]
+
+    @property
+    def weights(self) -> List[float]:
+        return self.softmax_history[-1]
+
+    @property
+    def best_module(self) -> nn.Module:
+        return self.candidates[self.best_index]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready summary (no modules)."""
+        return {"best_index": self.best_index,
+                "best_genotype": None if self.best_genotype is None else self.best_genotype.to_dict(),
+                "genotypes": [None if g is None else g.to_dict() for g in self.genotypes],
+                "alpha_history": self.alpha_history, "softmax_history": self.softmax_history,
+                "train_loss_history": self.train_loss_history, "val_loss_history": self.val_loss_history,
+                "val_accuracy_history": self.val_accuracy_history, "rounds_run": self.rounds_run,
+                "stop_reason": self.stop_reason, "seconds": self.seconds}
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _atomic_save(payload: Dict[str, Any], path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_checkpoint(path: str, identity: Dict[str, Any]) -> Dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read the FUSE checkpoint {path}: {type(e).__name__}: {e}; "
+                         f"delete it to start afresh") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a FUSE checkpoint written by ftdfast; delete it or pass another path")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} has checkpoint version {payload['version']}; this ftdfast reads up to "
+                         f"{CHECKPOINT_VERSION}: upgrade ftdfast")
+    theirs = json.loads(payload["identity"])
+    if theirs != identity:
+        keys = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
+        raise ValueError(f"the FUSE checkpoint {path} was written for a different run (differs in: "
+                         f"{', '.join(keys)}); delete it or pass another checkpoint path")
+    return payload
+
+
+def _describe(cand: Any) -> Any:
+    if isinstance(cand, Genotype):
+        return {"genotype": cand.to_dict()}
+    d = {"module": type(cand).__name__,
+         "state": [[k, list(v.shape)] for k, v in cand.state_dict().items()]}
+    if isinstance(cand, Network):
+        d["genotype"] = cand.genotype.to_dict()
+    return d
+
+
+# ---------------------------------------------------------------------- FUSE
+def _build(cand: Any, k: int, seed: int, skeleton: Dict[str, int]) -> Tuple[nn.Module, Optional[Genotype]]:
+    if isinstance(cand, nn.Module):
+        return cand, getattr(cand, "genotype", None) if isinstance(cand, Network) else None
+    try:
+        g = as_genotype(cand)
+    except TypeError:
+        raise TypeError(f"candidate {k} is a {type(cand).__name__}; candidates are Genotypes "
+                        f"(or their dict/JSON forms) or nn.Modules") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((seed * 1_000_003 + k) % (2 ** 63))
+        return Network(g, **skeleton), g
+
+
+def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, *, channels: int = 16, layers: int = 3,
+         num_classes: Optional[int] = None, in_channels: Optional[int] = None, rounds: int = 10,
+         w_steps: int = 50, alpha_steps: int = 10, w_lr: float = 1e-3, alpha_lr: float = 0.05,
+         threshold: float = 0.9, tol: float = 1e-4, batch_size: int = 64, seed: int = 0,
+         device: Optional[Union[str, torch.device]] = None, dtype: torch.dtype = torch.float32,
+         optimizer: str = "adam", momentum: float = 0.9, progress: bool = True, batched: bool = True,
+         checkpoint: Optional[Union[str, os.PathLike]] = None) -> FuseResult:
+    """Train the softmax mixture of ``candidates`` and return the winner; see the module docstring.
+
+    Args:
+        candidates: Genotypes (built as ``Network(g, channels, layers, num_classes, in_channels)``, each
+            initialized from ``seed`` and its index) and/or ``nn.Module`` s mapping ``(n, c, h, w)`` to
+            ``(n, num_classes)`` logits, used as they are: trained in place (pass a trained incumbent to keep
+            its weights) and moved to ``device``.
+        train_data, val_data: ``(x (n, c, h, w) float, y (n,) int)`` pairs; ``val_data`` from the training
+            data (:func:`split_train_val`), not the test set.
+        num_classes, in_channels: default to ``max label + 1`` and the images' channels; given, they are checked.
+        rounds, w_steps, alpha_steps: rounds of ``w_steps`` weight batches then ``alpha_steps`` alpha batches.
+        w_lr, optimizer, momentum: the weights' optimizer: ``"adam"``, or ``"sgd"`` with ``momentum``.
+        alpha_lr: Adam's learning rate for alpha.
+        threshold, tol: the stopping rules (largest softmax weight; largest alpha change over a round).
+        batch_size, seed: batches are drawn without replacement from a generator seeded with ``seed``.
+        device, dtype: where and in which dtype genotype-built candidates run (device defaults to the first
+            module candidate's, else CPU).
+        batched: run candidates that share a skeleton as one network (:mod:`ftdfast.nas.batched`).
+        checkpoint: a file to save to after every round and resume from.
+
+    Returns:
+        a :class:`FuseResult`. Deterministic for a given seed on CPU.
+    """
+    t0 = time.perf_counter()
+    if isinstance(candidates, (nn.Module, Genotype, str, dict)) or not isinstance(candidates, Sequence):
+        raise ValueError("candidates must be a list of Genotypes and/or nn.Modules")
+    if len(candidates) == 0:
+        raise ValueError("fuse needs at least one candidate, got an empty list")
+    for name, v, lo in (("rounds", rounds, 1), ("w_steps", w_steps, 0), ("alpha_steps", alpha_steps, 1),
+                        ("batch_size", batch_size, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    x_tr, y_tr = _check_data(train_data, "train_data")
+    x_va, y_va = _check_data(val_data, "val_data")
+    if x_va.shape[1:] != x_tr.shape[1:]:
+        raise ValueError(f"val_data images have shape {tuple(x_va.shape[1:])} but train_data images "
+                         f"{tuple(x_tr.shape[1:])}")
+    if in_channels is None:
+        in_channels = x_tr.shape[1]
+    elif in_channels != x_tr.shape[1]:
+        raise ValueError(f"in_channels={in_channels} but the images have {x_tr.shape[1]} channels "
+                         f"(shape {tuple(x_tr.shape)}); pass in_channels={x_tr.shape[1]} or leave it out")
+    top = max(int(y_tr.max()), int(y_va.max()))
+    if num_classes is None:
+        num_classes = top + 1
+    elif top >= num_classes:
+        raise ValueError(f"num_classes={num_classes} but the labels go up to {top}; "
+                         f"pass num_classes>={top + 1} or leave it out")
+
+    modules = [c for c in candidates if isinstance(c, nn.Module)]
+    if device is None:
+        params = [p for m in modules for p in m.parameters()]
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+    skeleton = dict(channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels)
+    nets, genotypes = [], []
+    for k, cand in enumerate(candidates):
+        net, g = _build(cand, k, seed, skeleton)
+        if not isinstance(cand, nn.Module):
+            net = net.to(device=device, dtype=dtype)
+        nets.append(net.to(device))
+        genotypes.append(g)
+    work_dtype = next((p.dtype for p in nets[0].parameters() if p.is_floating_point()), dtype)
+    _probe(nets, x_tr[:2].to(device=device, dtype=work_dtype), num_classes)
+
+    model = FuseMixture(BatchedCandidates(nets, fused=batched)).to(device)
+    with torch.no_grad():
+        model.alpha.data = model.alpha.data.to(work_dtype)
+    w_params = list(model.candidates.parameters())
+    w_opt = (torch.optim.Adam(w_params, lr=w_lr) if optimizer == "adam"
+             else torch.optim.SGD(w_params, lr=w_lr, momentum=momentum))
+    a_opt = torch.optim.Adam([model.alpha], lr=alpha_lr)
+    gen = torch.Generator().manual_seed(seed)
+
+    K = len(nets)
+    hist: Dict[str, list] = {"alpha": [[0.0] * K], "softmax": [[1.0 / K] * K], "train_loss": [], "val_loss": [],
+                             "val_accuracy": []}
+    start, stop_reason, seconds_before = 0, None, 0.0
+    path = os.fspath(checkpoint) if checkpoint is not None else None
+    identity = None
+    if path is not None:
+        identity = {"candidates": [_describe(c) for c in candidates], "skeleton": skeleton,
+                    "settings": dict(w_steps=w_steps, alpha_steps=alpha_steps, w_lr=w_lr, alpha_lr=alpha_lr,
+                                     batch_size=batch_size, seed=seed, optimizer=optimizer, momentum=momentum,
+                                     dtype=str(work_dtype)),
+                    "train_data": _fingerprint(x_tr, y_tr), "val_data": _fingerprint(x_va, y_va)}
+        identity = json.loads(json.dumps(identity))
+        if os.path.exists(path):
+            ck = _load_checkpoint(path, identity)
+            for net, sd in zip(nets, ck["candidates"]):
+                net.load_state_dict(sd)
+            w_opt.load_state_dict(ck["w_opt"])
+            a_opt.load_state_dict(ck["a_opt"])
+            with torch.no_grad():
+                model.alpha.copy_(ck["alpha"].to(model.alpha))
+            gen.set_state(ck["generator"])
+            hist = ck["history"]
+            start, seconds_before = ck["round"], ck["seconds"]
+            stop_reason = ck["stop_reason"] if ck["stop_reason"] in ("threshold", "converged") else None
+
+    def to_dev(x, y, idx):
+        return x[idx].to(device=device, dtype=work_dtype), y[idx].to(device)
+
+    def draw(n):
+        return torch.randperm(n, generator=gen)[:batch_size]
+
+    r = start
+    todo = 0 if stop_reason else max(0, rounds - start)
+    with progress_bar(total=todo * (w_steps + alpha_steps), enabled=progress, desc="FUSE", unit="step") as bar:
+        while stop_reason is None and r < rounds:
+            # (1) weights, alpha frozen
+            model.train()
+            p = model.weights().detach()
+            losses = []
+            for _ in range(w_steps):
+                xb, yb = to_dev(x_tr, y_tr, draw(len(y_tr)))
+                loss = F.cross_entropy(FuseMixture.mix(model.candidates(xb), p), yb)
+                w_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                w_opt.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+            # (2) alpha, weights frozen: eval mode, logits without graph
+            model.eval()
+            a_before = model.alpha.detach().clone()
+            vlosses, correct, seen = [], torch.zeros(K), 0
+            for _ in range(alpha_steps):
+                xb, yb = to_dev(x_va, y_va, draw(len(y_va)))
+                with torch.no_grad():
+                    logits = model.candidates(xb)
+                loss = F.cross_entropy(FuseMixture.mix(logits, model.weights()), yb)
+                a_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                a_opt.step()
+                vlosses.append(float(loss.detach()))
+                correct += (logits.argmax(2) == yb[:, None]).sum(0).cpu().double()
+                seen += len(yb)
+                bar.update(1)
+            r += 1
+            alpha = model.alpha.detach()
+            hist["alpha"].append([float(a) for a in alpha.cpu()])
+            hist["softmax"].append([float(a) for a in torch.softmax(alpha.double(), 0).cpu()])
+            hist["train_loss"].append(sum(losses) / len(losses) if losses else math.nan)
+            hist["val_loss"].append(sum(vlosses) / len(vlosses))
+            hist["val_accuracy"].append([float(c) / seen for c in correct])
+            if max(hist["softmax"][-1]) >= threshold:
+                stop_reason = "threshold"
+            elif float((alpha - a_before).abs().max()) < tol:
+                stop_reason = "converged"
+            if path is not None:
+                _atomic_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                              "identity": json.dumps(identity), "round": r,
+                              "stop_reason": stop_reason or ("rounds" if r >= rounds else None),
+                              "seconds": seconds_before + time.perf_counter() - t0,
+                              "alpha": alpha.cpu().clone(), "w_opt": w_opt.state_dict(),
+                              "a_opt": a_opt.state_dict(),
+                              "candidates": [{k: v.detach().cpu() for k, v in net.state_dict().items()}
+                                             for net in nets],
+                              "generator": gen.get_state(), "history": hist}, path)
+    model.eval()
+    final = hist["alpha"][-1]
+    best = max(range(K), key=lambda k: final[k])
+    return FuseResult(best_index=best, best_genotype=genotypes[best], genotypes=genotypes,
+                      alpha_history=hist["alpha"], softmax_history=hist["softmax"],
+                      train_loss_history=hist["train_loss"], val_loss_history=hist["val_loss"],
+                      val_accuracy_history=hist["val_accuracy"], rounds_run=r,
+                      stop_reason=stop_reason or "rounds", seconds=seconds_before + time.perf_counter() - t0,
+                      candidates=nets)
+
+
+def _probe(nets: Sequence[nn.Module], x: torch.Tensor, num_classes: int) -> None:
+    """Each candidate must map ``x`` to ``(n, num_classes)``; run in eval mode so nothing changes."""
+    for k, net in enumerate(nets):
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                out = net(x)
+        except Exception as e:
+            raise ValueError(f"candidate {k} ({type(net).__name__}) fails on inputs of shape {tuple(x.shape)}: "
+                             f"{type(e).__name__}: {e}") from e
+        finally:
+            net.train(was)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"candidate {k} ({type(net).__name__}) returns {shape} for {len(x)} inputs; expected "
+                             f"({len(x)}, {num_classes}) logits (num_classes={num_classes})")

@@ -1,0 +1,181 @@
+"""FUSE: the mixture, the alpha phase, the choice on digits, determinism, checkpoints, input errors."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ftdfast.nas import FuseMixture, Genotype, Network, SearchSpace, fuse, split_train_val, uniform_genotype
+
+GOOD = Genotype(3, ((("conv_3x3", 0), ("conv_3x3", 1)),
+                    (("conv_3x3", 1), ("identity", 2)),
+                    (("max_pool_3x3", 2), ("conv_3x3", 3))))
+ZERO = uniform_genotype("zero", 3)
+FAST = dict(channels=2, layers=1, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """600 digits split 450 / 150 (validation carved from the training part)."""
+    x, y = digits
+    return split_train_val(x[:600], y[:600], fraction=0.25, seed=0)
+
+
+def _nets(k, **kw):
+    torch.manual_seed(0)
+    return [Network(g, **{**dict(channels=2, layers=1, num_classes=10, in_channels=1), **kw})
+            for g in SearchSpace(node_counts=(3,)).sample_many(k, 1)]
+
+
+# ---------------------------------------------------------------------- the mixture
+@pytest.mark.parametrize("batched", [True, False])
+def test_one_hot_alpha_gives_that_candidate(batched):
+    nets = _nets(3)
+    mix = FuseMixture(nets, batched=batched).eval()
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        mix.alpha.copy_(torch.tensor([float("-inf"), 0.0, float("-inf")]))
+        assert torch.equal(mix.weights(), torch.tensor([0.0, 1.0, 0.0]))
+        assert torch.allclose(mix(x), nets[1](x), rtol=0, atol=1e-6)
+        mix.alpha.copy_(torch.tensor([0.3, -1.0, 2.0]))
+        w = torch.softmax(mix.alpha, 0)
+        assert torch.allclose(mix(x), sum(w[k] * nets[k](x) for k in range(3)), atol=1e-6)
+
+
+def test_single_candidate_mixture_is_the_candidate():
+    net = _nets(1)[0].eval()
+    mix = FuseMixture([net], batched=True)
+    with torch.no_grad():
+        mix.alpha.fill_(-3.7)
+        x = torch.randn(4, 1, 8, 8)
+        assert torch.equal(mix(x), net(x))
+
+
+# ---------------------------------------------------------------------- the alpha phase
+def test_alpha_phase_changes_no_weight_and_no_buffer(small):
+    train, val = small
+    nets = _nets(3)
+    before = [copy.deepcopy(n.state_dict()) for n in nets]
+    res = fuse(nets, train, val, rounds=1, w_steps=0, alpha_steps=4, threshold=1.0, tol=0.0, **FAST)
+    for net, sd in zip(res.candidates, before):
+        for name, t in net.state_dict().items():
+            assert torch.equal(t, sd[name]), f"{name} changed during the alpha phase"
+    assert max(abs(a) for a in res.alpha) > 0, "alpha did not move"
+    assert res.rounds_run == 1 and res.stop_reason == "rounds"
+
+
+def test_weight_phase_trains_the_weights_but_not_alpha(small):
+    train, val = small
+    nets = _nets(2)
+    before = copy.deepcopy(nets[0].classifier.weight.detach())
+    res = fuse(nets, train, val, rounds=1, w_steps=3, alpha_steps=1, alpha_lr=0.0, **FAST)
+    assert not torch.equal(res.candidates[0].classifier.weight, before)
+    assert res.alpha == [0.0, 0.0] and res.stop_reason == "converged"
+
+
+# ---------------------------------------------------------------------- the choice
+def test_fuse_picks_the_good_candidate_over_all_zero_cells(small):
+    train, val = small
+    res = fuse([ZERO, GOOD, ZERO], train, val, channels=4, layers=1, rounds=6, w_steps=25, alpha_steps=10,
+               w_lr=0.01, alpha_lr=0.2, threshold=0.8, batch_size=32, seed=0, progress=False)
+    assert res.best_index == 1 and res.best_genotype == GOOD
+    assert res.softmax_history[-1][1] >= 0.8 and res.stop_reason == "threshold"
+    assert res.val_accuracy_history[-1][1] > res.val_accuracy_history[-1][0] + 0.2
+    assert len(res.alpha_history) == len(res.softmax_history) == res.rounds_run + 1
+    assert res.softmax_history[0] == pytest.approx([1 / 3] * 3)
+    json.dumps(res.to_dict())
+
+
+def test_seeded_runs_repeat_and_batched_matches_sequential(small):
+    train, val = small
+    gens = SearchSpace(node_counts=(3,)).sample_many(3, 7)
+    kw = dict(rounds=2, w_steps=3, alpha_steps=2, alpha_lr=0.3, threshold=1.0, tol=0.0, seed=5, **FAST)
+    a, b = fuse(gens, train, val, **kw), fuse(gens, train, val, **kw)
+    assert a.alpha_history == b.alpha_history
+    for na, nb in zip(a.candidates, b.candidates):
+        assert all(torch.equal(p, q) for p, q in zip(na.state_dict().values(), nb.state_dict().values()))
+    s = fuse(gens, train, val, batched=False, **kw)
+    assert torch.allclose(torch.tensor(s.alpha_history), torch.tensor(a.alpha_history), atol=1e-4)
+
+
+def test_stop_reasons(small):
+    train, val = small
+    one = fuse([GOOD], train, val, rounds=3, w_steps=1, alpha_steps=1, **FAST)
+    assert one.stop_reason == "threshold" and one.rounds_run == 1 and one.best_index == 0
+    capped = fuse([GOOD, ZERO], train, val, rounds=2, w_steps=1, alpha_steps=1, threshold=1.0, tol=0.0, **FAST)
+    assert capped.stop_reason == "rounds" and capped.rounds_run == 2
+
+
+# ---------------------------------------------------------------------- checkpoints
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(small, tmp_path):
+    train, val = small
+    gens = SearchSpace(node_counts=(3,)).sample_many(2, 3)
+    kw = dict(w_steps=2, alpha_steps=2, alpha_lr=0.3, threshold=1.0, tol=0.0, seed=1, **FAST)
+    full = fuse(gens, train, val, rounds=3, **kw)
+    path = tmp_path / "fuse.ckpt"
+    first = fuse(gens, train, val, rounds=1, checkpoint=path, **kw)
+    assert first.rounds_run == 1 and path.exists()
+    resumed = fuse(gens, train, val, rounds=3, checkpoint=path, **kw)
+    assert resumed.rounds_run == 3
+    assert resumed.alpha_history == full.alpha_history
+    for nf, nr in zip(full.candidates, resumed.candidates):
+        assert all(torch.equal(p, q) for p, q in zip(nf.state_dict().values(), nr.state_dict().values()))
+    again = fuse(gens, train, val, rounds=3, checkpoint=path, **kw)      # finished: nothing left to run
+    assert again.alpha_history == full.alpha_history
+    assert os.listdir(tmp_path) == ["fuse.ckpt"]                           # no temporary files left
+
+
+def test_checkpoint_of_another_run_is_refused(small, tmp_path):
+    train, val = small
+    path = tmp_path / "fuse.ckpt"
+    kw = dict(rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, **FAST)
+    fuse([GOOD, ZERO], train, val, **kw)
+    with pytest.raises(ValueError, match=r"written for a different run \(differs in: candidates\)"):
+        fuse([ZERO, GOOD], train, val, **kw)
+    with pytest.raises(ValueError, match=r"differs in: settings"):
+        fuse([GOOD, ZERO], train, val, **{**kw, "w_lr": 0.5})
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read the FUSE checkpoint"):
+        fuse([GOOD, ZERO], train, val, **kw)
+
+
+# ---------------------------------------------------------------------- input errors
+def test_input_errors(small):
+    train, val = small
+    with pytest.raises(ValueError, match="at least one candidate"):
+        fuse([], train, val, **FAST)
+    with pytest.raises(ValueError, match=r"num_classes=5 but the labels go up to 9"):
+        fuse([GOOD], train, val, num_classes=5, **FAST)
+    with pytest.raises(ValueError, match=r"in_channels=3 but the images have 1 channels"):
+        fuse([GOOD], train, val, in_channels=3, **FAST)
+    with pytest.raises(ValueError, match=r"candidate 1 \(Sequential\) returns \(2, 3\).*expected \(2, 10\)"):
+        fuse([GOOD, nn.Sequential(nn.Flatten(), nn.Linear(64, 3))], train, val, **FAST)
+    with pytest.raises(ValueError, match=r"candidate 0 \(Network\) fails on inputs of shape \(2, 1, 8, 8\)"):
+        fuse([Network(GOOD, 2, 1, 10, in_channels=3)], train, val, **FAST)
+    with pytest.raises(ValueError, match=r"val_data images have shape \(1, 4, 4\)"):
+        fuse([GOOD], train, (val[0][:, :, :4, :4], val[1]), **FAST)
+    with pytest.raises(ValueError, match=r"train_data must be a pair \(x, y\)"):
+        fuse([GOOD], train[0], val, **FAST)
+    with pytest.raises(ValueError, match=r"train_data: x has 450 samples but y has 449"):
+        fuse([GOOD], (train[0], train[1][:-1]), val, **FAST)
+    with pytest.raises(TypeError, match="candidate 0 is a int"):
+        fuse([3], train, val, **FAST)
+    with pytest.raises(ValueError, match="unknown operation"):
+        fuse([{"num_nodes": 3, "edges": [[["conv_9x9", 0], ["identity", 1]]] * 3}], train, val, **FAST)
+
+
+def test_split_train_val(digits):
+    x, y = digits[0][:103], digits[1][:103]
+    (xt, yt), (xv, yv) = split_train_val(x, y, fraction=0.2, seed=4)
+    assert len(yv) == 21 and len(yt) == 82
+    x_id = torch.arange(103, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 8, 8)   # sample numbers
+    (it, _), (iv, _) = split_train_val(x_id, y, fraction=0.2, seed=4)
+    ids_t, ids_v = set(it[:, 0, 0, 0].tolist()), set(iv[:, 0, 0, 0].tolist())
+    assert not ids_t & ids_v and len(ids_t | ids_v) == 103                  # a partition
+    again = split_train_val(x, y, fraction=0.2, seed=4)
+    assert torch.equal(again[1][0], xv) and torch.equal(again[0][1], yt)
+    assert not torch.equal(split_train_val(x, y, fraction=0.2, seed=5)[1][1], yv)
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\)"):
+        split_train_val(x, y, fraction=1.0)
