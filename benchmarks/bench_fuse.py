@@ -20,7 +20,8 @@ largest relative difference must be below 1e-9. Then the **timing** of the two F
 ``w`` (train mode: fused or sequential forward, softmax-mixture cross-entropy, backward, Adam step) and
 ``alpha`` (eval mode, forward under ``no_grad``). Each mode is warmed up, then the modes are timed in
 interleaved repeats (the order alternates); the median time per step and the ratio sequential / fused
-(the fused throughput gain) are printed, and written as JSON with ``--out``.
+(the fused throughput gain) are printed, and written as JSON with ``--out``. The line also says what
+``fused="auto"`` (FUSE's default) would pick for these shapes.
 
 Threads: ``--threads`` (default 1) sets ``torch.set_num_threads``; on a shared 2-core machine one thread
 avoids the OpenMP spin-waits that otherwise dominate these small convolutions. With one thread the clock is
@@ -180,11 +181,12 @@ def main(argv: List[str] = None) -> int:
         errs = check(fused, seq, x, y)
         passed = max(errs.values()) < 1e-9
         ok &= passed
-        print(f"\n[{sc}] fused groups {fused.fused_groups}; ops used: "
+        auto = BatchedCandidates(list(fused.nets), fused="auto").fuses(x)
+        print(f"\n[{sc}] fused groups {fused.fused_groups} (fused='auto' would fuse {auto or 'none'}); ops used: "
               f"{sorted({op for g in gens for op in g.ops})}")
         print("  check (max rel. diff, float64): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
               + ("  OK" if passed else "  FAILED"))
-        entry = {"genotypes": [g.to_dict() for g in gens], "check": errs, "check_ok": passed}
+        entry = {"genotypes": [g.to_dict() for g in gens], "check": errs, "check_ok": passed, "auto_fuses": auto}
         if passed:
             t = time_modes(fused, seq, x, y, args.repeats, args.steps, clock)
             entry["timing"] = t

@@ -9,22 +9,30 @@ classes, input channels, stem multiplier, affine, node count) form a *fused grou
 * the stem is one convolution with the G stems' weights stacked (``G * 3C`` output channels), every
   BatchNorm one ``batch_norm`` over the stacked channels (per-channel, so identical to G separate ones);
 * the preprocessing convolutions are one grouped convolution (``groups = G``);
-* at each edge of each cell the candidates are grouped by (operation, stride): each group gathers its
-  members' input channels (the inputs may differ: topologies need not match) and runs its operation once,
-  convolutions as one grouped convolution (``groups = |group|``), pools directly (they are per-channel),
-  ``zero`` not at all; the results are put back in candidate order and the node sums its two edges;
+* inside a cell, the edges of all candidates and nodes run in *stages* by the level of their input
+  (s0/s1 first, then the nodes that depend only on them, ...; topologies need not match): a stage groups
+  its edges by (operation, stride), gathers each group's inputs with one ``index_select`` and runs each
+  group once: convolutions as one grouped convolution (``groups = |group|``) with one BatchNorm call for
+  all convolution groups of the stage, pools directly (they are per-channel), ``zero`` not at all; then
+  the nodes of the next level add their two edge outputs;
 * the head is one batched matrix product over the G classifiers.
 
 The weights stay in the candidate modules (the stacked weights are concatenated at each forward, so
 gradients, optimizers and state dicts work on the candidates as usual), and BatchNorm running statistics
 are written back to each candidate's buffers in training mode, so the fused forward equals running the
-candidates one after another up to rounding, in both modes. Other candidates (any ``nn.Module``, or a
-skeleton shared by no other candidate) run on their own.
+candidates one after another up to rounding, in both modes (the tests check float64 logits, gradients and
+running statistics). Other candidates (any ``nn.Module``, or a skeleton shared by no other candidate) run on
+their own.
+
+When it pays (see :data:`AUTO_MAX_BYTES` and ``benchmarks/bench_fuse.py``): fusing removes per-operation
+overhead, so it helps where the candidates are small (few channels, small images, small batches) and on
+GPUs; on a CPU with large activations the convolutions are compute-bound and the stacked tensors outgrow
+the caches, so ``fused="auto"`` runs those one after another.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -277,20 +285,35 @@ class _FusedGroup:
         return torch.baddbmm(bias.unsqueeze(1), feats, weight.transpose(1, 2)).transpose(0, 1)
 
 
+#: ``fused="auto"`` on CPU fuses a group only while one candidate's stem output, ``n * 3C * h * w`` elements,
+#: takes at most this many bytes. Measured on a 2-core x86 CPU, one thread (``benchmarks/bench_fuse.py``): 8
+#: candidates fused ran 1.3-1.4x faster at 8x8 inputs, C=8, batch 32 (0.2 MB), about as fast at C=16, batch 64
+#: (0.8 MB) and 0.7x as fast at 32x32, C=16, batch 64 (12.6 MB): there the convolutions are compute-bound, and
+#: the stacked activations outgrow the caches.
+AUTO_MAX_BYTES = 2 * 1024 * 1024
+
+
 class BatchedCandidates(nn.Module):
     """K candidate modules evaluated together: ``forward(x) -> (n, K, num_classes)`` logits in candidate order.
 
-    ``fused=False`` runs the candidates one after another (the reference). Candidates are registered as
-    ``self.nets`` (an ``nn.ModuleList``), so ``parameters()``, ``train()``/``eval()``, ``to()`` and
-    ``state_dict()`` reach them. A fused group whose members are not all in the same mode runs sequentially.
+    ``fused``: ``True`` runs each group of candidates that share a skeleton as one network, ``False`` runs the
+    candidates one after another (the reference), ``"auto"`` fuses on CUDA always and on CPU only for small
+    activations (see :data:`AUTO_MAX_BYTES`; the choice depends only on the shapes, so runs stay
+    reproducible). Candidates are registered as ``self.nets`` (an ``nn.ModuleList``), so ``parameters()``,
+    ``train()``/``eval()``, ``to()`` and ``state_dict()`` reach them. A group whose members are not all in the
+    same mode runs sequentially.
     """
 
-    def __init__(self, candidates: Sequence[nn.Module], *, fused: bool = True):
+    def __init__(self, candidates: Sequence[nn.Module], *, fused: Union[bool, str] = True,
+                 auto_max_bytes: int = AUTO_MAX_BYTES):
         super().__init__()
         if len(candidates) == 0:
             raise ValueError("BatchedCandidates needs at least one candidate")
+        if fused not in (True, False, "auto"):
+            raise ValueError(f"fused must be True, False or 'auto', got {fused!r}")
         self.nets = nn.ModuleList(candidates)
         self.fused = fused
+        self.auto_max_bytes = auto_max_bytes
         by_skeleton = OrderedDict()
         for k, net in enumerate(candidates):
             key = net.skeleton() if type(net) is Network else ("single", k)
@@ -300,15 +323,26 @@ class BatchedCandidates(nn.Module):
 
     @property
     def fused_groups(self) -> List[List[int]]:
-        """The candidate indices of each group that runs fused."""
+        """The candidate indices of each group that can run fused (shared skeleton, two or more members)."""
         return [list(idx) for idx, grp in self._groups if grp is not None]
 
+    def fuses(self, x: torch.Tensor) -> List[List[int]]:
+        """The groups that run fused for input ``x`` (see ``fused``)."""
+        return [list(idx) for idx, grp in self._groups if self._fuse(idx, grp, x)]
+
+    def _fuse(self, idx, grp, x: torch.Tensor) -> bool:
+        if grp is None or not self.fused or len({self.nets[k].training for k in idx}) != 1:
+            return False
+        if self.fused == "auto" and x.device.type == "cpu":
+            net = grp.nets[0]
+            stem_bytes = x.shape[0] * net.stem_multiplier * net.channels * x.shape[-2] * x.shape[-1] * x.element_size()
+            return stem_bytes <= self.auto_max_bytes
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused:
-            return torch.stack([net(x) for net in self.nets], dim=1)
         outs = [None] * len(self.nets)
         for idx, grp in self._groups:
-            if grp is not None and len({self.nets[k].training for k in idx}) == 1:
+            if self._fuse(idx, grp, x):
                 for k, o in zip(idx, grp.forward(x).unbind(1)):
                     outs[k] = o
             else:

@@ -16,8 +16,9 @@ by ``tol`` or more during a round (``"converged"``), or after ``rounds`` rounds 
 carve it from the training data, e.g. with :func:`split_train_val`. (The authors' code updated alpha on the
 test set; ftdfast does not.)
 
-**Batched.** With ``batched=True`` candidates that share a skeleton run as one network
-(:mod:`ftdfast.nas.batched`); the result equals the sequential run up to rounding.
+**Batched.** Candidates that share a skeleton can run as one network (:mod:`ftdfast.nas.batched`):
+``batched=True`` always, ``"auto"`` (the default) on CUDA and, on CPU, for small activations (where it is
+faster), ``False`` never. The result equals the sequential run up to rounding.
 
 **Checkpoints.** With ``checkpoint=path``, alpha, the weights, both optimizers' states, the batch sampler's
 RNG state and the histories are written atomically after every round; a later call with the same candidates,
@@ -101,10 +102,12 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 class FuseMixture(nn.Module):
     """``forward(x) = sum_c softmax(alpha)_c * candidate_c(x)``: ``(n, ...) -> (n, num_classes)`` logits.
 
-    ``candidates``: modules (or a :class:`BatchedCandidates`); ``alpha`` (K,) starts at zeros.
+    ``candidates``: modules (or a :class:`BatchedCandidates`); ``alpha`` (K,) starts at zeros; ``batched``: the
+    ``fused`` argument of :class:`BatchedCandidates`.
     """
 
-    def __init__(self, candidates: Union[Sequence[nn.Module], BatchedCandidates], *, batched: bool = True):
+    def __init__(self, candidates: Union[Sequence[nn.Module], BatchedCandidates], *,
+                 batched: Union[bool, str] = True):
         super().__init__()
         self.candidates = (candidates if isinstance(candidates, BatchedCandidates)
                            else BatchedCandidates(list(candidates), fused=batched))
@@ -228,7 +231,7 @@ def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, *, channel
          w_steps: int = 50, alpha_steps: int = 10, w_lr: float = 1e-3, alpha_lr: float = 0.05,
          threshold: float = 0.9, tol: float = 1e-4, batch_size: int = 64, seed: int = 0,
          device: Optional[Union[str, torch.device]] = None, dtype: torch.dtype = torch.float32,
-         optimizer: str = "adam", momentum: float = 0.9, progress: bool = True, batched: bool = True,
+         optimizer: str = "adam", momentum: float = 0.9, progress: bool = True, batched: Union[bool, str] = "auto",
          checkpoint: Optional[Union[str, os.PathLike]] = None) -> FuseResult:
     """Train the softmax mixture of ``candidates`` and return the winner; see the module docstring.
 
@@ -247,7 +250,8 @@ def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, *, channel
         batch_size, seed: batches are drawn without replacement from a generator seeded with ``seed``.
         device, dtype: where and in which dtype genotype-built candidates run (device defaults to the first
             module candidate's, else CPU).
-        batched: run candidates that share a skeleton as one network (:mod:`ftdfast.nas.batched`).
+        batched: run candidates that share a skeleton as one network (:mod:`ftdfast.nas.batched`): ``True``,
+            ``False`` or ``"auto"`` (fused on CUDA, and on CPU while activations are small).
         checkpoint: a file to save to after every round and resume from.
 
     Returns:

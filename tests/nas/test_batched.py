@@ -117,3 +117,19 @@ def test_candidates_in_different_modes_fall_back_to_sequential():
 def test_empty_candidate_list():
     with pytest.raises(ValueError, match="at least one candidate"):
         BatchedCandidates([])
+
+
+def test_auto_fuses_small_inputs_only_on_cpu():
+    gens = SearchSpace(node_counts=(3,)).sample_many(3, 0)
+    nets = [Network(g, 2, 1, 3, 1) for g in gens]
+    b = BatchedCandidates(nets, fused="auto", auto_max_bytes=4 * 6 * 8 * 8 * 4)     # 4 samples, 6 stem channels
+    small, large = torch.randn(4, 1, 8, 8), torch.randn(5, 1, 8, 8)
+    assert b.fuses(small) == [[0, 1, 2]] and b.fuses(large) == []
+    assert BatchedCandidates(nets, fused=True).fuses(large) == [[0, 1, 2]]
+    assert BatchedCandidates(nets, fused=False).fuses(small) == []
+    b.eval()
+    with torch.no_grad():
+        assert torch.allclose(b(small), torch.stack([n(small) for n in nets], 1), atol=1e-6)
+        assert torch.equal(b(large), torch.stack([n(large) for n in nets], 1))
+    with pytest.raises(ValueError, match="fused must be True, False or 'auto'"):
+        BatchedCandidates(nets, fused="yes")

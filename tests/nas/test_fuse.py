@@ -102,7 +102,7 @@ def test_seeded_runs_repeat_and_batched_matches_sequential(small):
 
 def test_stop_reasons(small):
     train, val = small
-    one = fuse([GOOD], train, val, rounds=3, w_steps=1, alpha_steps=1, **FAST)
+    one = fuse([GOOD], train, val, rounds=3, w_steps=1, alpha_steps=1, **{**FAST, "progress": True})
     assert one.stop_reason == "threshold" and one.rounds_run == 1 and one.best_index == 0
     capped = fuse([GOOD, ZERO], train, val, rounds=2, w_steps=1, alpha_steps=1, threshold=1.0, tol=0.0, **FAST)
     assert capped.stop_reason == "rounds" and capped.rounds_run == 2
