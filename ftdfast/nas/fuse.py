@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -41,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..atomic import atomic_torch_save
 from ..progress import progress_bar
 from .batched import BatchedCandidates
 from .genotype import Genotype, as_genotype
@@ -167,22 +167,6 @@ class FuseResult:
 
 
 # ---------------------------------------------------------------------- checkpoints
-def _atomic_save(payload: Dict[str, Any], path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _load_checkpoint(path: str, identity: Dict[str, Any]) -> Dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -388,7 +372,7 @@ def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, *, channel
             elif float((alpha - a_before).abs().max()) < tol:
                 stop_reason = "converged"
             if path is not None:
-                _atomic_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                               "identity": json.dumps(identity), "round": r,
                               "stop_reason": stop_reason or ("rounds" if r >= rounds else None),
                               "seconds": seconds_before + time.perf_counter() - t0,
