@@ -259,8 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _maybe_init_distributed() -> None:
+    """Under torchrun (WORLD_SIZE > 1): the process group, NCCL with GPUs else gloo, with a timeout so that a
+    rank that dies ends the job instead of hanging it (FTDFAST_DIST_TIMEOUT_S, default 1800 s)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from .distributed import init_from_env
+        init_from_env(timeout_s=float(os.environ.get("FTDFAST_DIST_TIMEOUT_S", "1800")), required=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _maybe_init_distributed()
     try:
         return args.func(args)
     except (ValueError, TypeError, FloatingPointError, RuntimeError, FileNotFoundError) as e:
