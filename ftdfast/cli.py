@@ -147,10 +147,11 @@ def cmd_demo(args) -> int:
     from .experiment import build_task_dictionary, run_task_aware_search
     from .nas.tanas import Budget
     print("\nTask-aware NAS: a dictionary of digits:0, digits:1, digits:3, then a search for digits:2")
-    budget = Budget(iterations=2, candidates=3, rounds=2, w_steps=15, alpha_steps=4, channels=8, layers=3)
+    budget = Budget(iterations=2, candidates=3, rounds=2, w_steps=8, alpha_steps=3, channels=8, layers=3)
     path = os.path.join(args.out, "nas", "dictionary.json")
     build_task_dictionary("digits", tasks=(0, 1, 3), out=path, budget=budget, arch=args.arch, seeds=1,
-                          epochs=args.epochs, progress=not args.no_progress)
+                          epochs=args.epochs, cache_dir=os.path.join(args.out, "cache"),
+                          progress=not args.no_progress)
     run_task_aware_search(path, "digits:2", budget=budget, epochs=args.epochs, out=os.path.join(args.out, "nas"),
                           hand_designed=("vgg16", "resnet18", "densenet121"), hand_width=0.25,
                           progress=not args.no_progress)
@@ -231,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=int, default=3)
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--out", default="results", help="output folder; its cache/ makes reruns resume")
-    t.add_argument("--max-train", type=int, help="use the first N training images of the dataset")
-    t.add_argument("--max-test", type=int, help="use the first N test images of the dataset")
+    t.add_argument("--max-train", type=int, help="use N training images of the dataset (a seeded random sample)")
+    t.add_argument("--max-test", type=int, help="use N test images of the dataset (a seeded random sample)")
     t.add_argument("--fisher-samples", type=int, help="at most N test samples per Fisher")
     t.add_argument("--method", default="fisher", choices=["fisher", "cosine", "legacy"])
     t.add_argument("--head", default="shared", choices=["shared", "legacy"],

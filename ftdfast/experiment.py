@@ -34,14 +34,15 @@ def load_tasks(dataset: str, data_dir: Optional[str], tasks: str = "paper", *, m
 
     ``tasks``: ``"paper"`` (the paper's four tasks for the dataset), ``"images"`` (the pixel-to-pixel
     regression tasks), or comma-separated task indices of the paper's set, e.g. ``"0,1,3"``.
-    ``max_train``/``max_test`` keep the first samples of each split (for quick runs).
+    ``max_train``/``max_test`` keep a seeded random sample of each split (for quick runs; files sorted by class
+    stay balanced).
     """
     from .data import load_dataset
     from .tasks import image_tasks, paper_tasks
 
     data = load_dataset(dataset, data_dir)
     if max_train is not None or max_test is not None:
-        data = data.subset(train=max_train, test=max_test)
+        data = data.sample(train=max_train, test=max_test, seed=seed)
     family = os.path.basename(str(dataset)).split(".")[0].lower()
     if tasks == "images":
         chosen = image_tasks(data)
@@ -173,11 +174,14 @@ def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = 
                           tasks: Sequence[int] = (0, 1, 3), out: str = "dictionary.json", budget=None,
                           arch: str = "small_cnn", seeds: int = 1, epochs: int = 2,
                           max_train: Optional[int] = None, max_test: Optional[int] = None, device=None,
-                          progress: bool = True, log=print):
-    """Build (or resume) a TA-NAS dictionary from the paper tasks ``tasks`` of ``dataset``."""
+                          cache_dir: Optional[str] = None, progress: bool = True, log=print):
+    """Build (or resume) a TA-NAS dictionary from the paper tasks ``tasks`` of ``dataset``.
+
+    ``cache_dir`` (default: ``cache/`` beside ``out``) keeps the epsilon-networks and Fisher diagonals of the
+    distances; point it at a distance experiment's cache to reuse its networks."""
     from .nas.tanas import build_dictionary
     data, baselines = _paper_task_data(dataset, data_dir, tasks, max_train=max_train, max_test=max_test)
-    cache = os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
+    cache = cache_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
     log(f"dictionary: FUSE search in the general space for {', '.join(t.task.name for t in baselines)}")
     d = build_dictionary(baselines, budget=budget, arch=arch, seeds=seeds, config=TrainConfig(epochs=epochs),
                          cache_dir=cache, device=device, path=out, progress=progress)

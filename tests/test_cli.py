@@ -57,7 +57,7 @@ def test_errors_from_the_library_are_reported_not_raised(npz, tmp_path, capsys):
 
 def test_demo_runs_end_to_end(capsys, tmp_path):
     out = tmp_path / "demo"
-    rc = main(["demo", "--epochs", "1", "--seeds", "1", "--no-progress", "--out", str(out)])
+    rc = main(["demo", "--epochs", "1", "--seeds", "1", "--no-search", "--no-progress", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "closest source" in text and "digits:3" in text

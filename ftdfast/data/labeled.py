@@ -95,6 +95,20 @@ class LabeledData:
         return LabeledData(self.name, *_pick(self.x_train, self.y_train, train, "train"),
                            *_pick(self.x_test, self.y_test, test, "test"), self.classes, self.mean, self.std)
 
+    def sample(self, train: Optional[int] = None, test: Optional[int] = None, seed: int = 0) -> "LabeledData":
+        """A copy with ``train``/``test`` samples drawn at random without replacement (seeded; kept in their
+        original order). Unlike :meth:`subset`'s first-k, this is safe for files sorted by class."""
+        g = torch.Generator().manual_seed(seed)
+
+        def pick(n: int, k: Optional[int], split: str):
+            if k is None:
+                return None
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+                raise ValueError(f"sample({split}={k!r}): keep between 1 and {n} samples")
+            return torch.randperm(n, generator=g)[:k].sort().values
+        return self.subset(train=pick(self.x_train.shape[0], train, "train"),
+                           test=pick(self.x_test.shape[0], test, "test"))
+
     def __repr__(self) -> str:
         return (f"LabeledData({self.name!r}, train={self.x_train.shape[0]}, test={self.x_test.shape[0]}, "
                 f"input_shape={self.input_shape}, classes={self.num_classes})")

@@ -182,3 +182,16 @@ def test_fingerprint_stable_cached_and_sensitive():
     x2[4, 0, 2, 2] += 1e-3
     assert make(x=x2).fingerprint() != d.fingerprint()
     assert make(classes=("a", "b", "z")).fingerprint() != d.fingerprint()
+
+
+def test_sample_is_random_seeded_and_safe_for_class_sorted_files():
+    from ftdfast.data import from_tensors
+    y = torch.arange(10).repeat_interleave(50)  # sorted by class, like the shared mnist.npz
+    data = from_tensors(torch.rand(500, 1, 4, 4), y, torch.rand(100, 1, 4, 4), torch.arange(10).repeat_interleave(10))
+    s = data.sample(train=100, test=30, seed=1)
+    assert len(s.y_train) == 100 and len(s.y_test) == 30
+    assert len(set(s.y_train.tolist())) == 10  # first-100 would hold classes 0 and 1 only
+    assert torch.equal(data.sample(train=100, seed=1).y_train, s.y_train)
+    assert not torch.equal(data.sample(train=100, seed=2).y_train, s.y_train)
+    with pytest.raises(ValueError, match="keep between 1 and 500"):
+        data.sample(train=501)
