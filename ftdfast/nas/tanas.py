@@ -232,7 +232,9 @@ def build_dictionary(baselines: Sequence, general_space: Optional[SearchSpace] =
     """Search a cell for every baseline task (``TaskData``) in ``general_space`` with FUSE.
 
     With ``path``, the dictionary is saved after every baseline, and a rerun resumes: baselines
-    already in the file (same task and data fingerprint) are kept, not searched again.
+    already in the file (same task and data fingerprint) are kept, not searched again. Under a
+    ``torch.distributed`` job the baselines' searches are spread over the ranks (``path``'s folder,
+    shared by every rank, is where they meet) and rank 0 writes the file.
     """
     if not baselines:
         raise ValueError("build_dictionary needs at least one baseline TaskData")
@@ -249,19 +251,44 @@ def build_dictionary(baselines: Sequence, general_space: Optional[SearchSpace] =
     d = TaskDictionary([], shapes.pop(), general_space, _distance_settings(arch, seeds, config, cache_dir,
                                                                              fisher_options),
                        {"budget": budget.to_dict(), "seed": seed})
-    for k, td in enumerate(baselines):
+    from .. import distributed as dist_util
+    rank, world = dist_util.world()
+    folder = os.path.dirname(os.path.abspath(path)) if path else None
+
+    def search(k: int, td) -> BaselineEntry:
         fp = td.fingerprint()
-        if fp in done:
-            d.entries.append(done[fp])
-            continue
-        ckpt = os.path.join(os.path.dirname(os.path.abspath(path)), "fuse", fp[:16]) if path else None
+        ckpt = os.path.join(folder, "fuse", fp[:16]) if folder else None
         out = fuse_search(general_space, td, budget, seed=seed + k, device=device, progress=progress,
                           checkpoint_dir=ckpt)
-        d.entries.append(BaselineEntry(td.task.name, td.task.to_dict(), fp, int(td.num_classes), out.genotype,
-                                       general_space, out.seconds))
-        if path:
-            d.save(path)
-    if path:
+        return BaselineEntry(td.task.name, td.task.to_dict(), fp, int(td.num_classes), out.genotype,
+                             general_space, out.seconds)
+
+    if world > 1:
+        # one baseline search per item, spread over the ranks; each lands in the shared folder as it finishes
+        if not path:
+            raise ValueError("build_dictionary: a distributed run needs path=, in a folder every rank can read")
+        entry_file = lambda td: os.path.join(folder, "entries", td.fingerprint()[:32] + ".json")  # noqa: E731
+
+        def run(k: int) -> None:
+            entry = search(k, baselines[k])
+            atomic_write_text(entry_file(baselines[k]), json.dumps(entry.to_dict()))
+
+        todo = [k for k, td in enumerate(baselines) if td.fingerprint() not in done]
+        dist_util.run_items(todo, run, done=lambda k: os.path.exists(entry_file(baselines[k])))
+        for td in baselines:
+            if td.fingerprint() not in done:
+                with open(entry_file(td)) as f:
+                    done[td.fingerprint()] = BaselineEntry.from_dict(json.load(f))
+    for k, td in enumerate(baselines):
+        fp = td.fingerprint()
+        if fp not in done:
+            done[fp] = search(k, td)
+            d.entries.append(done[fp])
+            if path:
+                d.save(path)  # resumable baseline by baseline
+        else:
+            d.entries.append(done[fp])
+    if path and rank == 0:
         d.save(path)
     return d
 

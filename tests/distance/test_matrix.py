@@ -180,3 +180,13 @@ def test_one_target_column_equals_the_full_matrix_column(computed, three_tasks, 
     assert np.all(np.isnan(col.per_seed[:, :, :2])) and col.closest("low") == m.closest("low")
     with pytest.raises(ValueError, match="targets must be"):
         ftdfast.distance_matrix(three_tasks, "small_cnn", 1, targets=[3])
+
+
+def test_regression_tasks_with_the_autoencoder(digits):
+    from ftdfast.tasks import RegressionTask
+    tasks = [RegressionTask("ae", "autoencode").build(digits.subset(train=150, test=40)),
+             RegressionTask("edges", "edges").build(digits.subset(train=150, test=40))]
+    m = ftdfast.distance_matrix(tasks, "autoencoder", 1, epochs=1, progress=False)
+    assert m.meta["loss"] == "mse" and m.meta["num_outputs"] is None
+    assert 0 < m.mean[0, 1] <= 1 and 0 < m.mean[1, 0] <= 1
+    assert m.meta["test_accuracy"] == {"ae": [None], "edges": [None]}
