@@ -23,5 +23,5 @@ def linear(module: nn.Linear, call: Call):
     b = g.reshape(n, -1, module.out_features)
     out = {"weight": Outer(a, b, tuple(module.weight.shape))}
     if module.bias is not None:
-        out["bias"] = PerSample(b.sum(dim=1))
+        out["bias"] = PerSample(b[:, 0] if b.shape[1] == 1 else b.sum(dim=1))  # t == 1: no reduction pass
     return out
