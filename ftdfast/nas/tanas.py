@@ -115,7 +115,8 @@ def fuse_search(space: SearchSpace, task_data, budget: Budget, *, seed: int = 0,
         for it in range(budget.iterations):
             if budget.seconds is not None and it > 0 and time.perf_counter() - t0 > budget.seconds:
                 break
-            fresh = space.sample_many(budget.candidates, seed=seed * 1000003 + it)
+            # a restricted space can hold fewer genotypes than the budget asks for
+            fresh = space.sample_many(min(budget.candidates, space.size()), seed=seed * 1000003 + it)
             fresh = [g for g in fresh if g != incumbent_g]
             cands: List[Any] = ([incumbent] if incumbent is not None else []) + fresh
             ckpt = os.path.join(checkpoint_dir, f"fuse{it}.pt") if checkpoint_dir else None
@@ -353,7 +354,7 @@ def random_search(space: SearchSpace, task_data, budget: Budget, *, seed: int = 
     from .network import Network
     train, val = _train_val(task_data, val_fraction, seed)
     t0 = time.perf_counter()
-    cands = space.sample_many(budget.iterations * budget.candidates, seed=seed * 1000003 + 7)
+    cands = space.sample_many(min(budget.iterations * budget.candidates, space.size()), seed=seed * 1000003 + 7)
     best, best_acc, best_module, history = None, -1.0, None, []
     with progress_bar(total=len(cands), enabled=progress, desc="random", unit="cand") as bar:
         for k, g in enumerate(cands):

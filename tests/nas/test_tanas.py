@@ -170,3 +170,11 @@ def test_cli_dictionary_and_search(tmp_path, capsys):
     assert (tmp_path / "search" / "table.md").exists()
     assert main(["search", "--dictionary", path, "--target", "digits", "--out", str(tmp_path)] + small) == 2
     assert "DATASET:TASK_INDEX" in capsys.readouterr().err
+
+
+def test_search_in_a_space_smaller_than_the_budget(tasks):
+    from ftdfast.nas import uniform_genotype
+    tiny_space = SearchSpace().restrict_to(uniform_genotype("conv_3x3", 3))
+    assert tiny_space.size() == 1
+    out = T.fuse_search(tiny_space, tasks[2], TINY, progress=False)
+    assert out.genotype == tiny_space.sample(0)
