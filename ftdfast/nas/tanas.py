@@ -27,7 +27,7 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..progress import progress_bar
-from ..train import TrainConfig
+from ..train import TrainConfig, evaluate
 from .fuse import FuseResult, fuse, split_train_val
 from .genotype import Genotype, as_genotype
 from .space import SearchSpace
@@ -362,7 +362,7 @@ def random_search(space: SearchSpace, task_data, budget: Budget, *, seed: int = 
             net = Network(g, budget.channels, budget.layers, int(task_data.num_classes), train[0].shape[1])
             net = train_steps(net, train, budget.rounds * budget.w_steps, budget.batch_size, seed=seed + k,
                               device=device)
-            acc = accuracy(net, val)
+            acc = evaluate(net, *val, loss="cross_entropy")["accuracy"]
             history.append({"genotype": g.to_dict(), "val_accuracy": acc})
             if acc > best_acc:
                 best, best_acc, best_module = g, acc, net
@@ -389,15 +389,3 @@ def train_steps(net: torch.nn.Module, data, steps: int, batch_size: int, *, lr: 
         torch.nn.functional.cross_entropy(net(x[idx].to(dev)), y[idx].to(dev)).backward()
         opt.step()
     return net.eval()
-
-
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, data) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on ``(x, y)``."""
-    x, y = data
-    model.eval()
-    dev = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(y), 512):
-        correct += int((model(x[i:i + 512].to(dev)).argmax(1).cpu() == y[i:i + 512]).sum())
-    return correct / max(1, len(y))
