@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    d = sub.add_parser("demo", help="the Fisher task distance of the paper's four tasks on scikit-learn's digits "
-                       "(a few minutes on 2 cores): tables, heatmaps, atlas")
+    d = sub.add_parser("demo", help="the paper's four tasks on scikit-learn's digits: task-distance tables, heatmaps "
+                       "and atlas, then a small task-aware search for task 2 (a few minutes on 2 cores)")
     d.add_argument("--backend", default="auto", choices=BACKENDS)
     d.add_argument("--out", default="ftdfast-demo", help="output folder (default: ftdfast-demo); reruns resume")
     d.add_argument("--arch", default="small_cnn")
@@ -205,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--tasks", default="0,1,3", help="the baselines: paper task indices (default 0,1,3)")
     db.add_argument("--arch", default="small_cnn", help="epsilon-network architecture for the Fisher distance")
     db.add_argument("--seeds", type=int, default=1, help="seeds of the distance to a target")
-    db.add_argument("--max-train", type=int)
-    db.add_argument("--max-test", type=int)
+    db.add_argument("--max-train", type=int, help="use N training images (a seeded random sample)")
+    db.add_argument("--max-test", type=int, help="use N test images (a seeded random sample)")
     db.add_argument("--out", default="dictionary.json")
     db.set_defaults(func=cmd_dictionary)
 
