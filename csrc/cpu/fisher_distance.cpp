@@ -89,6 +89,12 @@ std::vector<Chunk> make_chunks(const std::vector<int64_t>& numels) {
 struct SumMin {
   double sum = 0.0;
   double min = std::numeric_limits<double>::infinity();
+
+  // Folds a chunk's partial into this span's total.
+  void merge(const SumMin& part) {
+    sum += part.sum;
+    min = std::min(min, part.min);
+  }
 };
 
 // Sum and min of x[0, n) in double (NaNs reach the sum, not the min).
@@ -289,9 +295,7 @@ std::vector<SumMin> sum_min_per_span(const std::vector<const scalar_t*>& data,
   });
   std::vector<SumMin> out(numel.size());
   for (size_t c = 0; c < chunks.size(); ++c) {
-    SumMin& o = out[chunks[c].span];
-    o.sum += partial[c].sum;
-    o.min = std::min(o.min, partial[c].min);
+    out[chunks[c].span].merge(partial[c]);
   }
   return out;
 }
@@ -351,11 +355,8 @@ at::Tensor fisher_distance_cpu(at::TensorList f_a, at::TensorList f_b) {
     std::vector<SumMin> per_a(p.tensors), per_b(p.tensors);
     double root_products = 0.0;
     for (size_t c = 0; c < chunks.size(); ++c) {
-      for (auto [per, st] : {std::pair{&per_a, &stats[c].a}, std::pair{&per_b, &stats[c].b}}) {
-        SumMin& o = (*per)[chunks[c].span];
-        o.sum += st->sum;
-        o.min = std::min(o.min, st->min);
-      }
+      per_a[chunks[c].span].merge(stats[c].a);
+      per_b[chunks[c].span].merge(stats[c].b);
       root_products += stats[c].root_products;
     }
     const double tr_a = check_trace(per_a, "f_a"), tr_b = check_trace(per_b, "f_b");

@@ -29,7 +29,7 @@ from ..atomic import atomic_write_text
 from ..progress import progress_bar
 from ..train import TrainConfig, evaluate
 from .fuse import FuseResult, fuse, split_train_val
-from .genotype import Genotype, as_genotype
+from .genotype import Genotype
 from .space import SearchSpace
 
 FORMAT = "ftdfast.TaskDictionary"
