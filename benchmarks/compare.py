@@ -62,7 +62,10 @@ from . import models as M
 from . import tools as T
 
 BASELINE = "f+b"
-ALL_BACKENDS = ("rules", "native", "func", "loop", "legacy") + T.TOOLS
+ALL_BACKENDS = ("rules", "native", "native32", "func", "loop", "legacy") + T.TOOLS
+# Our rows that are not a backend name: (backend, accumulation dtype). The default accumulates in
+# float64; "native32" accumulates in the model's float32, the dtype of the gradients f+b keeps.
+VARIANTS = {"native32": ("native", torch.float32)}
 # (model, backend) -> why it is left out of the default run (measured on the 2-core CPU, torch 2.14).
 DEFAULT_SKIPS: Dict[tuple, str] = {
     ("resnet18", "func"): "~35 s per call (vmap chunks of 1 sample): >2 min with warm-up and repeats",
@@ -84,8 +87,9 @@ def plain_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None
 
 
 def run_fisher(model, x, y, backend: str):
+    backend, dtype = VARIANTS.get(backend, (backend, torch.float64))
     return ftdfast.fisher_diagonal(model, (x, y), loss="cross_entropy", backend=backend,
-                                   batch_size=len(y), progress=False)
+                                   batch_size=len(y), progress=False, dtype=dtype)
 
 
 def work_for(backend: str, model, x, y) -> Callable[[], object]:
@@ -141,8 +145,7 @@ def check_backend(model, x, y, backend: str, reference, k: int = CHECK_SAMPLES, 
         if backend in T.TOOLS:
             result = T.prepare(backend, model)(x[:k], y[:k])
         else:
-            result = ftdfast.fisher_diagonal(model, (x[:k], y[:k]), backend=backend, batch_size=k,
-                                             progress=False)
+            result = run_fisher(model, x[:k], y[:k], backend)
     err, where = max_rel_error(result, reference)
     notes = sorted({str(w.message) for w in caught if "ftdfast" in str(w.message)})
     out = {"status": "ok" if err <= rtol else "FAIL", "max_rel_err": err, "worst_param": where, "rtol": rtol}
@@ -268,7 +271,7 @@ def _loadavg() -> List[float]:
 def default_backends() -> List[str]:
     """Ours (native where built) and the existing tools that are installed."""
     return [b for b in ALL_BACKENDS
-            if (b != "native" or _ext.HAS_NATIVE) and (b not in T.TOOLS or T.available(b))]
+            if (b not in ("native", "native32") or _ext.HAS_NATIVE) and (b not in T.TOOLS or T.available(b))]
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -430,7 +433,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for b in backends:
         if b not in ALL_BACKENDS:
             p.error(f"unknown backend {b!r}; choose from {', '.join(ALL_BACKENDS)}")
-        if b == "native" and not _ext.HAS_NATIVE:
+        if b in ("native", "native32") and not _ext.HAS_NATIVE:
             p.error(f"backend 'native' is not built here ({_ext.LOAD_ERROR})")
         if b in T.TOOLS and not T.available(b):
             p.error(f"{b} is not installed (see benchmarks/tools.py for the install command)")

@@ -177,6 +177,8 @@ MATRIX_SHAPES = {
     "p1": (2, 3, 1),
     "r0": (0, 4, 8),
     "wide": (4, 2, 70001),
+    # 2 x 4 register tiles with remainders (5 = 2 + 2 + 1 rows, 7 = 4 + 3 columns), blocks of 4096 + a tail.
+    "tiles_5x7": (5, 7, 2 * 4096 + 13),
 }
 
 
@@ -226,6 +228,48 @@ def test_matrix_same_tensor_both_sides(impl):
 def test_matrix_float32_close_to_float64(impl):
     rows, cols = make([(3, 5000)], torch.float32, 15)[0], make([(4, 5000)], torch.float32, 16)[0]
     torch.testing.assert_close(impl(rows, cols).double(), impl(rows.double(), cols.double()), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", list(MATRIX_IMPLS.values()), ids=list(MATRIX_IMPLS))
+def test_matrix_float32_zeros_and_subnormals(impl):
+    """Exact zeros (dead units) and subnormal entries: where the fast float square root is not defined."""
+    rows, cols = make([(3, 5003)], torch.float32, 19)[0], make([(4, 5003)], torch.float32, 20)[0]
+    rows[:, ::3] = 0.0
+    cols[1, 100:4000] = 0.0
+    rows[2, 7:900:5] = 1e-40  # subnormal in float32
+    cols[3, 11:2000:7] = 3e-42
+    assert (rows[2, 7] > 0) and (rows[2, 7] < torch.finfo(torch.float32).tiny)
+    result = impl(rows, cols)
+    torch.testing.assert_close(result.double(), matrix_oracle(rows, cols), **MATRIX_TOL[torch.float32])
+
+
+@pytest.mark.parametrize(**DTYPES)
+def test_matrix_close_pairs_from_separate_tensors(dtype):
+    """Near-identical rows in different tensors: the close-pair pass keeps d accurate near 0."""
+    rows = make([(3, 9000)], dtype, 21)[0]
+    cols = rows.clone()
+    cols[0] = cols[0] * 2.5  # proportional: d = 0
+    cols[1, :50] *= 1.01  # d of about 1e-3
+    result = ops.fisher_distance_matrix(rows, cols)
+    expected = matrix_oracle(rows, cols)
+    assert 1e-5 < expected[1, 1] < 1e-2
+    tol = dict(rtol=1e-6, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(result.diagonal().double(), expected.diagonal(), **tol)
+    torch.testing.assert_close(result.double(), expected, **MATRIX_TOL[dtype])
+
+
+@needs_native
+def test_matrix_native_independent_of_threads():
+    rows, cols = make([(3, 70001)], torch.float32, 22)[0], make([(2, 70001)], torch.float32, 23)[0]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _native_matrix(rows, cols)
+        torch.set_num_threads(max(2, before))
+        many = _native_matrix(rows, cols)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many)
 
 
 @needs_native

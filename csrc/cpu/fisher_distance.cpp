@@ -13,15 +13,18 @@
 //
 // fisher_distance_matrix: rows (R, P), cols (C, P) -> D (R, C) with
 //   D[r, c] = sqrt(1 - <sqrt(p_r), sqrt(q_c)>),  p_r = rows[r] / sum(rows[r]),
-// (the Hellinger identity), clamped to [0, 1]: one pass for the row sums, then
-// one blocked pass that square-roots a block of every row and column in cache
-// and forms all R x C inner products on it (a GEMM of the square roots that is
-// never materialised: memory-bandwidth bound for the usual few rows).
+// (the Hellinger identity), clamped to [0, 1], from ONE blocked read of both
+// matrices: each block square-roots a block of every row and column in cache,
+// takes their sums and minimums (traces, sign checks) and forms all R x C inner
+// products on it (a GEMM of the square roots that is never materialised:
+// memory-bandwidth bound for the usual few rows). Close pairs (d^2 < 1e-2) are
+// then recomputed from the definition, as in fisher_distance's second pass.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -386,32 +389,105 @@ at::Tensor fisher_distance_cpu(at::TensorList f_a, at::TensorList f_b) {
   return at::scalar_tensor(d, a[0].options());
 }
 
-// 1 / sum(m[r]) for each row of a contiguous (n, P) matrix, after the value
-// checks; `name` ("rows" / "cols") names the argument in the messages.
-template <typename scalar_t>
-std::vector<double> inverse_row_sums(const scalar_t* x, int64_t n, int64_t P, const char* name) {
-  std::vector<const scalar_t*> data(n);
-  std::vector<int64_t> numel(n, P);
-  for (int64_t r = 0; r < n; ++r) {
-    data[r] = x + r * P;
-  }
-  const auto per_row = sum_min_per_span(data, numel);
-  std::vector<double> inv(n);
-  for (int64_t r = 0; r < n; ++r) {
-    TORCH_CHECK(per_row[r].min >= 0.0, "ftdfast: ", name, "[", r, "] has a negative entry (min ",
-                per_row[r].min, "); a Fisher diagonal must be non-negative");
-    TORCH_CHECK(std::isfinite(per_row[r].sum), "ftdfast: ", name, "[", r,
-                "] has NaN or infinite entries (sum ", per_row[r].sum, ")");
-    TORCH_CHECK(per_row[r].sum > 0.0, "ftdfast: ", name, "[", r,
-                "] is all zeros; a Fisher diagonal must have a positive trace");
-    inv[r] = 1.0 / per_row[r].sum;
-  }
-  return inv;
-}
-
 // Entries of a block of the matrix pass: R + C square-rooted rows of this
 // length (double) stay in L2 while the R x C inner products run over them.
-constexpr int64_t kBlock = 2048;
+constexpr int64_t kBlock = 4096;
+
+// out[j] = sqrt(x[j]) in double over [0, n), and x's sum and min (for the
+// traces and the sign checks) from the same read. The square root is taken in
+// the input's precision: one correctly rounded sqrt per entry, so float inputs
+// get 8 roots per instruction and a relative error below 6e-8 per root, far
+// inside what a float Fisher holds; products and sums are in double.
+template <typename scalar_t>
+SumMin sqrt_sum_min_scalar(double* __restrict__ out, const scalar_t* __restrict__ x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    out[j] = static_cast<double>(std::sqrt(x[j]));
+  }
+  return sum_min(x, n);
+}
+
+#ifdef FTDFAST_DIST_AVX
+// 8 square roots at once. With FMA: the 12-bit reciprocal square root refined by
+// one Newton step on sqrt (y + (v - y^2) r / 2), within about 1 ulp of the
+// correctly rounded root, in a third of the time of vsqrtps; lanes at 0 give 0,
+// and a vector with a subnormal entry (where the estimate is not defined) takes
+// vsqrtps. Infinite and NaN entries are refused by the caller's sum check.
+#define FTDFAST_DIST_TARGET_FMA __attribute__((target("avx2,fma")))
+
+bool has_fma() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+
+FTDFAST_DIST_TARGET_FMA inline __m256 sqrt_ps(__m256 v) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 tiny = _mm256_cmp_ps(v, _mm256_set1_ps(std::numeric_limits<float>::min()), _CMP_LT_OQ);
+  const __m256 is_zero = _mm256_cmp_ps(v, zero, _CMP_EQ_OQ);
+  if (_mm256_movemask_ps(_mm256_andnot_ps(is_zero, tiny)) != 0) {
+    return _mm256_sqrt_ps(v);
+  }
+  const __m256 r = _mm256_rsqrt_ps(v);
+  const __m256 y = _mm256_mul_ps(v, r);
+  const __m256 e = _mm256_fnmadd_ps(y, y, v);
+  const __m256 root = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), r), e, y);
+  return _mm256_blendv_ps(root, zero, is_zero);
+}
+
+// The float version of sqrt_sum_min (AVX2 and FMA).
+FTDFAST_DIST_TARGET_FMA SumMin sqrt_sum_min_avx(double* __restrict__ out, const float* __restrict__ x, int64_t n) {
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  __m256 m = inf;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    // The next block of this vector (the matrix pass reads R + C vectors a block at a
+    // time: without this, the hardware prefetcher restarts on every block).
+    _mm_prefetch(reinterpret_cast<const char*>(x + j + kBlock), _MM_HINT_T0);
+    const __m256 v = _mm256_loadu_ps(x + j);
+    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    m = _mm256_min_ps(v, m);  // a NaN in v keeps m: NaNs reach the sum, not the min
+    const __m256 r = sqrt_ps(v);
+    _mm256_storeu_pd(out + j, _mm256_cvtps_pd(_mm256_castps256_ps128(r)));
+    _mm256_storeu_pd(out + j + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1)));
+  }
+  SumMin tail = sqrt_sum_min_scalar(out + j, x + j, n - j);
+  alignas(32) float mv[8];
+  _mm256_store_ps(mv, m);
+  for (const float v : mv) {
+    tail.min = std::min(tail.min, static_cast<double>(v));
+  }
+  tail.sum += hsum(_mm256_add_pd(s0, s1));
+  return tail;
+}
+
+FTDFAST_DIST_TARGET_AVX SumMin sqrt_sum_min_avx(double* __restrict__ out, const double* __restrict__ x, int64_t n) {
+  const __m256d inf = _mm256_set1_pd(std::numeric_limits<double>::infinity());
+  __m256d s = _mm256_setzero_pd(), m = inf;
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    _mm_prefetch(reinterpret_cast<const char*>(x + j + kBlock), _MM_HINT_T0);
+    const __m256d v = _mm256_loadu_pd(x + j);
+    s = _mm256_add_pd(s, v);
+    m = _mm256_min_pd(v, m);
+    _mm256_storeu_pd(out + j, _mm256_sqrt_pd(v));
+  }
+  SumMin tail = sqrt_sum_min_scalar(out + j, x + j, n - j);
+  tail.sum += hsum(s);
+  tail.min = std::min(tail.min, hmin(m));
+  return tail;
+}
+#endif
+
+template <typename scalar_t>
+SumMin sqrt_sum_min(double* __restrict__ out, const scalar_t* __restrict__ x, int64_t n) {
+#ifdef FTDFAST_DIST_AVX
+  if (std::is_same_v<scalar_t, float> ? has_fma() : has_avx()) {
+    return sqrt_sum_min_avx(out, x, n);
+  }
+#endif
+  return sqrt_sum_min_scalar(out, x, n);
+}
 
 // <x, y> over n doubles with independent accumulators (vectorisable, fixed order).
 FTDFAST_TARGET_CLONES double dot(const double* __restrict__ x, const double* __restrict__ y, int64_t n) {
@@ -432,54 +508,181 @@ FTDFAST_TARGET_CLONES double dot(const double* __restrict__ x, const double* __r
   return r;
 }
 
-// G[r, c] = sum_k sqrt(rows[r, k] * inv_r[r]) * sqrt(cols[c, k] * inv_c[c]) in one
-// pass over both matrices, block by block: never an (R, P) or (C, P) copy. Each
-// group of blocks owns a slot of R x C partial sums; slots are added in order, so
-// the result does not depend on the thread count.
-template <typename scalar_t>
-at::Tensor hellinger_products(const scalar_t* rows, const scalar_t* cols, bool same, int64_t R, int64_t C,
-                              int64_t P, const std::vector<double>& inv_r, const std::vector<double>& inv_c) {
-  const int64_t blocks = (P + kBlock - 1) / kBlock;
-  // at most ~256 slots: bounded memory (256 R C doubles) and enough work items per thread
-  const int64_t per_slot = std::max<int64_t>(1, (blocks + 255) / 256);
-  const int64_t slots = (blocks + per_slot - 1) / per_slot;
-  std::vector<double> partial(static_cast<size_t>(slots * R * C), 0.0);
-  at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> sr(static_cast<size_t>(R * kBlock)), sc;
-    if (!same) {
-      sc.resize(static_cast<size_t>(C * kBlock));
+#ifdef FTDFAST_DIST_AVX
+// acc[r * ldc + c] += <x_r, y_c> for a TR x TC tile of (row, column) pairs over
+// n entries: every loaded vector of roots feeds TC (or TR) fused multiply-adds
+// from registers, instead of one dot product re-reading both vectors per pair.
+template <int TR, int TC>
+FTDFAST_DIST_TARGET_FMA void tile_products(double* acc, int64_t ldc, const double* const* x, const double* const* y,
+                                           int64_t n) {
+  __m256d s[TR][TC];
+  for (int r = 0; r < TR; ++r) {
+    for (int c = 0; c < TC; ++c) {
+      s[r][c] = _mm256_setzero_pd();
     }
-    for (int64_t slot = begin; slot < end; ++slot) {
-      double* acc = partial.data() + slot * R * C;
-      const int64_t b_end = std::min(blocks, (slot + 1) * per_slot);
-      for (int64_t blk = slot * per_slot; blk < b_end; ++blk) {
-        const int64_t k0 = blk * kBlock, len = std::min(P, k0 + kBlock) - k0;
-        for (int64_t r = 0; r < R; ++r) {
-          sqrt_scaled(sr.data() + r * kBlock, rows + r * P + k0, len, inv_r[r]);
+  }
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    __m256d yc[TC];
+    for (int c = 0; c < TC; ++c) {
+      yc[c] = _mm256_loadu_pd(y[c] + j);
+    }
+    for (int r = 0; r < TR; ++r) {
+      const __m256d xr = _mm256_loadu_pd(x[r] + j);
+      for (int c = 0; c < TC; ++c) {
+        s[r][c] = _mm256_fmadd_pd(xr, yc[c], s[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < TR; ++r) {
+    for (int c = 0; c < TC; ++c) {
+      double t = hsum(s[r][c]);
+      for (int64_t k = j; k < n; ++k) {
+        t += x[r][k] * y[c][k];
+      }
+      acc[r * ldc + c] += t;
+    }
+  }
+}
+
+template <int TR>
+void tile_products_rows(double* acc, int64_t ldc, const double* const* x, const double* const* y, int64_t tc,
+                        int64_t n) {
+  switch (tc) {
+    case 1: return tile_products<TR, 1>(acc, ldc, x, y, n);
+    case 2: return tile_products<TR, 2>(acc, ldc, x, y, n);
+    case 3: return tile_products<TR, 3>(acc, ldc, x, y, n);
+    default: return tile_products<TR, 4>(acc, ldc, x, y, n);
+  }
+}
+#endif
+
+// acc[r * C + c] += <x_r, y_c> over a block of `len` square roots for all R x C
+// pairs; the roots of vector v start at v * kBlock of x (rows) and y (columns).
+// The order of every sum is fixed (independent of threads and of the tiling).
+void block_products(double* acc, const double* x, const double* y, int64_t R, int64_t C, int64_t len) {
+#ifdef FTDFAST_DIST_AVX
+  if (has_fma()) {
+    constexpr int64_t kTileR = 2, kTileC = 4;
+    for (int64_t r0 = 0; r0 < R; r0 += kTileR) {
+      for (int64_t c0 = 0; c0 < C; c0 += kTileC) {
+        const int64_t tr = std::min(kTileR, R - r0), tc = std::min(kTileC, C - c0);
+        const double* xs[kTileR];
+        const double* ys[kTileC];
+        for (int64_t r = 0; r < tr; ++r) {
+          xs[r] = x + (r0 + r) * kBlock;
         }
-        const double* scp = sr.data();
-        if (!same) {
-          for (int64_t c = 0; c < C; ++c) {
-            sqrt_scaled(sc.data() + c * kBlock, cols + c * P + k0, len, inv_c[c]);
-          }
-          scp = sc.data();
+        for (int64_t c = 0; c < tc; ++c) {
+          ys[c] = y + (c0 + c) * kBlock;
         }
-        for (int64_t r = 0; r < R; ++r) {
-          for (int64_t c = 0; c < C; ++c) {
-            acc[r * C + c] += dot(sr.data() + r * kBlock, scp + c * kBlock, len);
-          }
+        double* a = acc + r0 * C + c0;
+        if (tr == 2) {
+          tile_products_rows<2>(a, C, xs, ys, tc, len);
+        } else {
+          tile_products_rows<1>(a, C, xs, ys, tc, len);
         }
       }
     }
-  });
-  auto g = at::zeros({R, C}, at::TensorOptions().dtype(at::kDouble));
-  double* out = g.data_ptr<double>();
-  for (int64_t slot = 0; slot < slots; ++slot) {
-    for (int64_t i = 0; i < R * C; ++i) {
-      out[i] += partial[static_cast<size_t>(slot * R * C + i)];
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t c = 0; c < C; ++c) {
+      acc[r * C + c] += dot(x + r * kBlock, y + c * kBlock, len);
     }
   }
-  return g;
+}
+
+// What the single pass over both matrices gives: each row's and column's sum
+// and min, and the raw Hellinger products G[r, c] = sum_k sqrt(rows[r, k] cols[c, k]).
+struct MatrixPass {
+  std::vector<SumMin> rows, cols;
+  std::vector<double> products;  // (R, C) row-major
+};
+
+// One read of both matrices, block by block: every block square-roots a block
+// of each row and column into an in-cache buffer and forms all R x C inner
+// products on it (a GEMM of the square roots that is never materialised:
+// memory-bandwidth bound for the usual few rows). Never an (R, P) copy. Each
+// group of blocks owns a slot of partials; slots are merged in order, so the
+// result does not depend on the thread count.
+template <typename scalar_t>
+MatrixPass matrix_pass(const scalar_t* rows, const scalar_t* cols, bool same, int64_t R, int64_t C, int64_t P) {
+  const int64_t blocks = (P + kBlock - 1) / kBlock;
+  // at most ~256 slots: bounded memory (256 (R C + R + C) partials) and enough work items per thread
+  const int64_t per_slot = std::max<int64_t>(1, (blocks + 255) / 256);
+  const int64_t slots = (blocks + per_slot - 1) / per_slot;
+  const int64_t vectors = same ? R : R + C;
+  std::vector<double> products(static_cast<size_t>(slots * R * C), 0.0);
+  std::vector<SumMin> stats(static_cast<size_t>(slots * vectors));
+  at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> roots(static_cast<size_t>(vectors * kBlock));
+    const double* col_roots = roots.data() + (same ? 0 : R * kBlock);
+    for (int64_t slot = begin; slot < end; ++slot) {
+      double* acc = products.data() + slot * R * C;
+      SumMin* st = stats.data() + slot * vectors;
+      const int64_t b_end = std::min(blocks, (slot + 1) * per_slot);
+      for (int64_t blk = slot * per_slot; blk < b_end; ++blk) {
+        const int64_t k0 = blk * kBlock, len = std::min(P, k0 + kBlock) - k0;
+        for (int64_t v = 0; v < vectors; ++v) {
+          const scalar_t* src = v < R ? rows + v * P + k0 : cols + (v - R) * P + k0;
+          st[v].merge(sqrt_sum_min(roots.data() + v * kBlock, src, len));
+        }
+        block_products(acc, roots.data(), col_roots, R, C, len);
+      }
+    }
+  });
+  MatrixPass out;
+  out.rows.resize(static_cast<size_t>(R));
+  out.cols.resize(static_cast<size_t>(same ? 0 : C));
+  out.products.assign(static_cast<size_t>(R * C), 0.0);
+  for (int64_t slot = 0; slot < slots; ++slot) {
+    for (int64_t i = 0; i < R * C; ++i) {
+      out.products[i] += products[static_cast<size_t>(slot * R * C + i)];
+    }
+    for (int64_t v = 0; v < vectors; ++v) {
+      (v < R ? out.rows[v] : out.cols[v - R]).merge(stats[static_cast<size_t>(slot * vectors + v)]);
+    }
+  }
+  if (same) {
+    out.cols = out.rows;
+  }
+  return out;
+}
+
+// The checked trace of each row of one argument; `name` ("rows" / "cols")
+// names the argument in the messages.
+std::vector<double> checked_sums(const std::vector<SumMin>& per_row, const char* name) {
+  std::vector<double> sums(per_row.size());
+  for (size_t r = 0; r < per_row.size(); ++r) {
+    TORCH_CHECK(per_row[r].min >= 0.0, "ftdfast: ", name, "[", r, "] has a negative entry (min ",
+                per_row[r].min, "); a Fisher diagonal must be non-negative");
+    TORCH_CHECK(std::isfinite(per_row[r].sum), "ftdfast: ", name, "[", r,
+                "] has NaN or infinite entries (sum ", per_row[r].sum, ")");
+    TORCH_CHECK(per_row[r].sum > 0.0, "ftdfast: ", name, "[", r,
+                "] is all zeros; a Fisher diagonal must have a positive trace");
+    sums[r] = per_row[r].sum;
+  }
+  return sums;
+}
+
+// d^2 of one pair from its definition, 0.5 sum_k (sqrt(a_k inv_a) - sqrt(b_k inv_b))^2,
+// in chunks run in parallel and summed in order: the cancellation-free value.
+template <typename scalar_t>
+double exact_d2(const scalar_t* a, const scalar_t* b, int64_t P, double inv_a, double inv_b) {
+  const auto chunks = make_chunks({P});
+  std::vector<double> partial(chunks.size());
+  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      partial[c] = sq_diff_of_sqrts(a + chunks[c].begin, b + chunks[c].begin, chunks[c].end - chunks[c].begin,
+                                    inv_a, inv_b);
+    }
+  });
+  double d2 = 0.0;
+  for (const double v : partial) {
+    d2 += v;
+  }
+  return 0.5 * d2;
 }
 
 at::Tensor fisher_distance_matrix_cpu(const at::Tensor& rows_in, const at::Tensor& cols_in) {
@@ -495,16 +698,30 @@ at::Tensor fisher_distance_matrix_cpu(const at::Tensor& rows_in, const at::Tenso
   // The same tensor on both sides (all pairs within one set): square roots once.
   const bool same = cols_in.is_same(rows_in);
   const auto cols = same ? rows : cols_in.detach().contiguous();
-  at::Tensor g;
+  auto d = at::empty({p.r, p.c}, at::TensorOptions().dtype(at::kDouble));
+  double* out = d.data_ptr<double>();
   AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "ftdfast_fisher_distance_matrix", [&] {
     const scalar_t* r = rows.const_data_ptr<scalar_t>();
     const scalar_t* c = cols.const_data_ptr<scalar_t>();
-    const auto inv_r = inverse_row_sums(r, p.r, p.p, "rows");
-    const auto inv_c = same ? inv_r : inverse_row_sums(c, p.c, p.p, "cols");
-    g = hellinger_products(r, c, same, p.r, p.c, p.p, inv_r, inv_c);
+    const MatrixPass pass = matrix_pass(r, c, same, p.r, p.c, p.p);
+    const auto sum_r = checked_sums(pass.rows, "rows");
+    const auto sum_c = same ? sum_r : checked_sums(pass.cols, "cols");
+    for (int64_t i = 0; i < p.r; ++i) {
+      for (int64_t j = 0; j < p.c; ++j) {
+        // d^2 = 1 - <sqrt p, sqrt q> (the Hellinger identity), exact up to rounding;
+        // for close pairs (d^2 < kOnePassMinD2) that subtraction cancels digits, and
+        // the pair's d^2 is summed from its definition instead (one more read of two rows).
+        double d2 = 1.0 - pass.products[i * p.c + j] / (std::sqrt(sum_r[i]) * std::sqrt(sum_c[j]));
+        if (same && i == j) {
+          d2 = 0.0;
+        } else if (!(d2 >= kOnePassMinD2)) {
+          d2 = exact_d2(r + i * p.p, c + j * p.p, p.p, 1.0 / sum_r[i], 1.0 / sum_c[j]);
+        }
+        out[i * p.c + j] = std::sqrt(std::min(1.0, std::max(0.0, d2)));
+      }
+    }
   });
-  // d^2 = 1 - <sqrt p, sqrt q>; the inner product is in [0, 1] up to rounding.
-  return g.neg_().add_(1.0).clamp_(0.0, 1.0).sqrt_().to(rows_in.scalar_type());
+  return d.to(rows_in.scalar_type());
 }
 
 }  // namespace

@@ -121,7 +121,17 @@ class LossSpec:
             raise ValueError(f"fisher={fisher!r} is not one of {FISHER_KINDS}")
 
     def empirical_grad(self, z: torch.Tensor, targets: torch.Tensor, batch_index: int) -> torch.Tensor:
-        """``d loss_n / d z_n`` for every sample: one backward through the loss only."""
+        """``d loss_n / d z_n`` for every sample: one backward through the loss only.
+
+        Cross-entropy on logits (n, C) with integer labels takes its closed form,
+        ``softmax(z_n) - e_(y_n)``, without autograd; where some logit is not finite, the
+        general path below names the sample whose loss is not finite.
+        """
+        if self.name == "cross_entropy" and z.dim() == 2 and not targets.is_floating_point() \
+                and bool(torch.isfinite(z.sum())):
+            grad = torch.softmax(z, dim=1)
+            grad[torch.arange(z.shape[0], device=z.device), targets] -= 1.0
+            return grad
         with torch.enable_grad():
             zz = z.detach().requires_grad_(True)
             losses = self.per_sample(zz, targets)

@@ -59,6 +59,22 @@ def test_rules_float32_matches_float64_reference(problem, loop_refs):
     assert_fisher_close(got, loop_refs(problem), RTOL32)
 
 
+@pytest.mark.parametrize("backend", ["rules", "auto"])
+@pytest.mark.parametrize("batch_size", [1, 3, 64], ids=["bs1", "bs3", "one-batch"])
+@pytest.mark.parametrize("problem", [p for p in PROBLEMS if p.id in {
+    "linear-2d", "linear-3d", "conv2d-stride-pad-dil-groups", "tied-embedding-output"}], ids=lambda p: p.id)
+def test_float32_accumulation(problem, batch_size, backend, loop_refs):
+    """dtype=float32: batch sums become the accumulators without a copy; still the loop's values."""
+    model, x, y = problem.build(torch.float32)
+    got = fisher(model, x, y, problem.loss, backend=backend, batch_size=batch_size, dtype=torch.float32)
+    assert all(v.dtype == torch.float32 and v.is_contiguous() for v in got.values())
+    # every parameter owns its storage: no accumulator aliases another or a parameter
+    ptrs = [v.untyped_storage().data_ptr() for v in got.values()]
+    ptrs += [p.untyped_storage().data_ptr() for p in model.parameters()]
+    assert len(set(ptrs)) == len(ptrs)
+    assert_fisher_close(got, loop_refs(problem), RTOL32)
+
+
 @pytest.mark.parametrize("problem", [p for p in PROBLEMS if p.id in {
     "linear-3d", "conv2d-stride-pad-dil-groups", "batchnorm2d-eval", "embedding-repeats-padding",
     "mha-cross-kdim-vdim", "tied-embedding-output", "mse-regression"}], ids=lambda p: p.id)

@@ -43,10 +43,16 @@ class Backend:
         self.acc = {}
 
     def add(self, name: str, s: torch.Tensor) -> None:
-        """Add a batch's sum of squares for parameter ``name`` into its accumulator (dtype ``self.dtype``)."""
+        """Add a batch's sum of squares for parameter ``name`` into its accumulator (dtype ``self.dtype``).
+
+        ``s`` is handed over: a batch sum made for this call (never a tensor someone else
+        holds), so the first one becomes the accumulator without a copy where its dtype is
+        already ``self.dtype``.
+        """
         acc = self.acc.get(name)
         if acc is None:
-            self.acc[name] = s.to(self.dtype, copy=True)
+            self.acc[name] = s if s.dtype == self.dtype and s.is_contiguous() else s.to(
+                self.dtype, memory_format=torch.contiguous_format, copy=True)
         else:
             acc.add_(s)
 
