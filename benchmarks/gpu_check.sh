@@ -14,11 +14,13 @@
 #   bandwidth     fisher_distance on ResNet-18-sized lists (11M entries) vs a device copy
 #   tests         pytest tests/test_ops_cuda.py tests/fisher/test_cuda.py
 #   fisher_bench  python -m benchmarks.compare --device cuda (rules and native backends, 5 models)
+#   fuse_bench    python -m benchmarks.bench_fuse --device cuda (8 FUSE candidates fused vs sequential;
+#                 the issue-5 target: fused at least 2x the sequential throughput)
 #   memcheck      compute-sanitizer memcheck of ftdfast's kernels on one small call of each (if the tool is there)
 #   racecheck     compute-sanitizer racecheck (shared-memory races) of ftdfast's kernels, likewise
 # The table of steps is printed last and written to summary.txt. Files in the
 # output folder: gpu_check.log (everything printed), build.log, tests.log,
-# compare.log, ops_check.json, bandwidth.json, compare.json, summary.txt.
+# compare.log, ops_check.json, bandwidth.json, compare.json, fuse.json, summary.txt.
 # Environment: PYTHON (default: the first of python, python3 that imports torch),
 # CUDA_HOME (default: found from nvcc), TORCH_CUDA_ARCH_LIST, MAX_JOBS, OUT.
 set -u
@@ -26,7 +28,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT_DIR="${OUT:-benchmarks/gpu_out}"
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
-rm -f "$OUT_DIR"/{gpu_check.log,build.log,tests.log,compare.log,ops_check.json,bandwidth.json,compare.json,summary.txt}
+rm -f "$OUT_DIR"/{gpu_check.log,build.log,tests.log,compare.log,ops_check.json,bandwidth.json,compare.json,fuse.json,summary.txt}
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
 BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
@@ -151,6 +153,32 @@ EOF
   bench_rc=$?
   NOTE[fisher_bench]=$bench_note
   if ((bench_rc != 0)); then STATUS[fisher_bench]=FAIL; fi
+fi
+
+SHOW_LINES=12 run_step fuse_bench 60 "$PY -m benchmarks.bench_fuse --device cuda --repeats 15 --steps 3 --out '$OUT_DIR/fuse.json'"
+if [ -f "$OUT_DIR/fuse.json" ]; then
+  fuse_note=$($PY - "$OUT_DIR/fuse.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+parts, ok = [], True
+for sc, e in d["scenarios"].items():
+    if not e.get("check_ok"):
+        ok = False
+        parts.append(f"{sc}: CHECK FAIL (max rel diff {max(e['check'].values()):.1e})")
+        continue
+    w, a = e["timing"]["w"]["ratio"], e["timing"]["alpha"]["ratio"]
+    short = [n for n, r in (("weight", w), ("alpha", a)) if r < 2.0]
+    parts.append(f"{sc}: weight step {w:.2f}x, alpha step {a:.2f}x (sequential/fused); 2x target "
+                 + ("met" if not short else "NOT met (" + ", ".join(short) + " < 2x)"))
+print(f"SUMMARY: K={d['config']['candidates']} on {d.get('device_name') or d.get('device')}: " + "; ".join(parts))
+sys.exit(0 if ok else 1)
+EOF
+  )
+  fuse_rc=$?
+  echo "$fuse_note"
+  NOTE[fuse_bench]=${fuse_note:+${fuse_note#SUMMARY: }}
+  NOTE[fuse_bench]=${NOTE[fuse_bench]:-could not read fuse.json}
+  if ((fuse_rc != 0)); then STATUS[fuse_bench]=FAIL; fi
 fi
 
 if command -v compute-sanitizer >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer" ]; then
