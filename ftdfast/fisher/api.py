@@ -83,7 +83,9 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         device: where to run; default: the device of the model's parameters.
         dtype: accumulation dtype. float64 by default: sums of 10^5 and more squares lose
             digits in float32. Each batch's sum is formed in the model's dtype and added
-            to the accumulator in ``dtype``.
+            to the accumulator in ``dtype``. Passing the model's dtype (e.g. float32) halves
+            the result's memory and skips the conversion: the first batch's sum becomes the
+            accumulator. Each later batch then adds a relative rounding of about 6e-8.
         progress: show a progress bar.
         strict: raise instead of using the torch.func fallback for modules without a rule.
         chunk_size: samples per vmap chunk for ``backend="func"`` (default: the ``FTDFAST_WORKSPACE_MB`` budget).

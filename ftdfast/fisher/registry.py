@@ -8,7 +8,9 @@ it covers::
     def linear(module, call) -> dict[str, factor] | None
 
 ``call.args`` / ``call.kwargs`` are the module's inputs, ``call.output`` its output
-(as returned by ``forward``), ``call.grad`` the gradient of the (scaled) per-sample
+(as returned by ``forward``; its tensors are shape-only ``meta`` stand-ins unless the
+rule is registered with ``needs_output=True``, so that the Fisher pass does not keep
+every layer's output alive as f+b would not), ``call.grad`` the gradient of the (scaled) per-sample
 losses w.r.t. that output, or a tuple of them (``None`` where no gradient flowed)
 when the output is a tuple. Keys are parameter names relative to the module. A rule
 may return ``None`` to decline a configuration it does not handle; the module then
@@ -41,6 +43,7 @@ class Call:
 class Rule:
     fn: Callable[[nn.Module, Call], Optional[dict]]
     covers_children: bool = False
+    needs_output: bool = False
 
     @property
     def name(self) -> str:
@@ -50,8 +53,12 @@ class Rule:
 _RULES: Dict[Type[nn.Module], Rule] = {}
 
 
-def register_rule(*module_types: Type[nn.Module], covers_children: bool = False):
-    """Register ``fn(module, call)`` as the Fisher rule of ``module_types`` (a decorator)."""
+def register_rule(*module_types: Type[nn.Module], covers_children: bool = False, needs_output: bool = False):
+    """Register ``fn(module, call)`` as the Fisher rule of ``module_types`` (a decorator).
+
+    ``needs_output=True``: the rule reads the values of ``call.output`` (otherwise it sees
+    shape-only meta tensors there, and the module's output is freed as in a plain backward).
+    """
     if not module_types:
         raise TypeError("register_rule needs at least one module type")
 
@@ -59,7 +66,7 @@ def register_rule(*module_types: Type[nn.Module], covers_children: bool = False)
         for t in module_types:
             if not (isinstance(t, type) and issubclass(t, nn.Module)):
                 raise TypeError(f"register_rule expects nn.Module subclasses, got {t!r}")
-            _RULES[t] = Rule(fn, covers_children)
+            _RULES[t] = Rule(fn, covers_children, needs_output)
         return fn
 
     return deco

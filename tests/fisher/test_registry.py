@@ -200,3 +200,37 @@ def test_dict_and_tuple_inputs():
     for k in c:
         torch.testing.assert_close(a[k], c[k])
         torch.testing.assert_close(b[k], c[k])
+
+
+@pytest.mark.parametrize("needs_output", [False, True], ids=["shape-only", "needs-output"])
+def test_rules_see_the_output_values_only_when_they_ask(monkeypatch, needs_output):
+    """Without needs_output the pass does not hold module outputs (f+b frees them): meta stand-ins."""
+    seen = []
+
+    def gate_rule(module, call):
+        seen.append(call.output)
+        x, g = call.args[0], call.grad
+        s = torch.sigmoid(module.w)
+        return {"w": PerSample((g * x * s * (1 - s)).reshape(x.shape[0], -1, x.shape[-1]).sum(1))}
+
+    monkeypatch.setitem(registry._RULES, Gate, registry.Rule(gate_rule, needs_output=needs_output))
+    model, (x, y) = model_with_gate(), data()
+    got = ftdfast.fisher_diagonal(model, (x, y), strict=True, progress=False)
+    want = ftdfast.fisher_diagonal(model, (x, y), backend="loop", progress=False)
+    torch.testing.assert_close(got["1.w"], want["1.w"], rtol=1e-9, atol=0)
+    out = seen[0]
+    assert out.shape == (5, 4) and out.dtype == torch.float64
+    if needs_output:
+        torch.testing.assert_close(out, model[1](model[0](x)))
+    else:
+        assert out.device.type == "meta"
+
+
+def test_register_rule_needs_output_flag(monkeypatch):
+    monkeypatch.setattr(registry, "_RULES", dict(registry._RULES))
+
+    @ftdfast.register_rule(Gate, needs_output=True)
+    def gate_rule(module, call):
+        return None
+
+    assert registry.find_rule(Gate()).needs_output

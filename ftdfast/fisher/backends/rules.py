@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 from torch.autograd.graph import get_gradient_edge
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from ..fallback import fallback_factors, warn_fallback
 from ..registry import Call, Rule, find_rule
@@ -39,6 +39,11 @@ class _Unit:
     params: Dict[str, str]  # local parameter name -> global name
     shared: bool = False  # a parameter also used by another unit (weight tying)
     calls: List[Call] = field(default_factory=list)
+
+
+def _shape_only(t):
+    """A tensor's shape-only (meta) stand-in; anything else as it is."""
+    return torch.empty_like(t, device="meta") if isinstance(t, torch.Tensor) else t
 
 
 def _reaches_hooked(roots, hooked) -> Dict:
@@ -116,6 +121,8 @@ class RulesBackend(Backend):
         live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
         if not live:
             return None
+        if unit.rule is None or not unit.rule.needs_output:
+            output = tree_map(_shape_only, output)  # holding the output would keep it alive until the end
         call = Call(args, kwargs, output, grad=[None] * len(leaves))
         call.extra["live"] = len(live)
         call.extra["versions"] = [(t, t._version) for t in tree_flatten((args, kwargs))[0]
