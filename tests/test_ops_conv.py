@@ -36,6 +36,11 @@ CASES = {
     "3d_basic": (3, 4, 8, (5, 6, 7), (2, 3, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1), 2),
     "3d_stride_dil": (2, 3, 4, (7, 8, 9), (3, 2, 3), (2, 1, 2), (0, 1, 1), (1, 2, 1), 1),
     "many_samples": (37, 2, 3, (6, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # Stride 1: the CPU op's "wide" grid (padded-input slices), with dilation, uneven padding and groups.
+    "1d_wide_pad_dil": (3, 2, 5, (17,), (3,), (1,), (3,), (2,), 1),
+    "2d_wide_dil_pad_groups": (3, 4, 6, (9, 11), (3, 2), (1, 1), (2, 1), (2, 3), 2),
+    "2d_wide_lenet2": (4, 6, 16, (14, 14), (5, 5), (1, 1), (0, 0), (1, 1), 1),
+    "3d_wide_dil": (2, 3, 4, (4, 7, 6), (2, 3, 2), (1, 1, 1), (0, 2, 1), (1, 2, 1), 1),
 }
 TOL = {torch.float64: dict(rtol=1e-10, atol_scale=1e-12), torch.float32: dict(rtol=1e-4, atol_scale=1e-5)}
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

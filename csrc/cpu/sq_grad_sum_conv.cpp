@@ -8,7 +8,9 @@
 //   G_n[g] = gy_n[g] @ P_n[g]^T.
 // Implicit im2col: only the rows of P_n (and a chunk of positions) that one
 // output tile needs are unfolded, into a small per-thread buffer; no (n, ...)
-// patch tensor and no (n, weight) tensor exists.
+// patch tensor and no (n, weight) tensor exists. Stride-1 convolutions on
+// small images walk a "wide" position grid instead, where every patch row is
+// one contiguous slice of the (padded) sample (see wide_patches).
 //
 // Work items are (output tile, sample group) pairs run with at::parallel_for;
 // a tile is a block of (rows of C_out / groups) x (columns of weight) within
@@ -68,6 +70,11 @@ struct Plan {
   int64_t sgroups;             // sample groups (partials)
   int64_t tchunk;              // positions per patch chunk
   bool fused;                  // fused loop instead of BLAS
+  // Stride-1 convolutions run on the "wide" position grid (see wide_patches):
+  bool wide;                   // use it
+  bool padded;                 // the sample needs a zero-padded copy (some padding > 0)
+  int64_t pd, ph, pw;          // padded input extents
+  int64_t positions;           // positions walked: T, or the wide grid's length
   int64_t items() const { return tiles * sgroups; }
 };
 
@@ -79,9 +86,20 @@ Plan make_plan(const SqGradSumConvParams& p) {
   q.cols = at::divup(p.ckg(), q.tiles_c);
   q.tiles = p.groups * q.tiles_o * q.tiles_c;
   q.sgroups = std::min(p.n, at::divup(at::get_num_threads(), q.tiles));
-  const int64_t max_chunk = std::max<int64_t>(1, std::min(p.t(), kPatchElems / q.cols));
-  q.tchunk = at::divup(p.t(), at::divup(p.t(), max_chunk));  // balanced chunks
   q.fused = q.rows * q.cols <= kMaxFusedTile;
+  q.pd = p.in[0] + 2 * p.padding[0];
+  q.ph = p.in[1] + 2 * p.padding[1];
+  q.pw = p.in[2] + 2 * p.padding[2];
+  const int64_t wide_len = (p.out[0] - 1) * q.ph * q.pw + (p.out[1] - 1) * q.pw + p.out[2];
+  // Worth it where im2col's per-row work (about 20 cycles per output row of W_out
+  // entries, i.e. 20 / W_out per patch entry) outweighs the extra multiply-adds
+  // (rows of them per patch entry, ~32 per cycle): a rough cost model, capped at 1.5x.
+  q.wide = !q.fused && p.stride[0] == 1 && p.stride[1] == 1 && p.stride[2] == 1 &&
+           wide_len * 2 <= p.t() * 3 && (wide_len - p.t()) * p.out[2] * q.rows <= 640 * p.t();
+  q.padded = p.padding[0] > 0 || p.padding[1] > 0 || p.padding[2] > 0;
+  q.positions = q.wide ? wide_len : p.t();
+  const int64_t max_chunk = std::max<int64_t>(1, std::min(q.positions, kPatchElems / q.cols));
+  q.tchunk = at::divup(q.positions, at::divup(q.positions, max_chunk));  // balanced chunks
   return q;
 }
 
@@ -110,7 +128,11 @@ Item make_item(const SqGradSumConvParams& p, const Plan& q, int64_t item) {
 
 // Rows c0..c0+cols of conv group g's patch matrix, positions t0..t1, into
 // dst (cols x (t1 - t0), row-major). x points at one sample (C_in, D, H, W).
+// The row copies are short (one output row: often 10 to 32 entries): GCC would turn
+// them into memmove/memset calls, whose call overhead then dominates (measured on
+// LeNet's conv2: 1,500 calls per sample); kept as inline, vectorised loops.
 template <typename scalar_t>
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 void im2col(const scalar_t* __restrict__ x, const SqGradSumConvParams& p, int64_t g, int64_t c0,
             int64_t cols, int64_t t0, int64_t t1, scalar_t* __restrict__ dst) {
   const int64_t taps = p.k(), k12 = p.kernel[1] * p.kernel[2];
@@ -156,6 +178,73 @@ void im2col(const scalar_t* __restrict__ x, const SqGradSumConvParams& p, int64_
         oh = 0;
         ++od;
       }
+    }
+  }
+}
+
+// The "wide" grid, for stride-1 convolutions: positions are walked over the
+// padded input's (D, H, W) strides, w = od * ph * pw + oh * pw + ow, from 0 to
+// (D_out - 1) ph pw + (H_out - 1) pw + W_out (exclusive). Tap (c, kd, kh, kw)
+// then reads input element base(c, kd, kh, kw) + w, so each row of the patch
+// matrix is ONE contiguous slice of the padded sample (a memcpy, instead of
+// one short copy per output row with bounds checks: im2col's cost on small
+// images). Grid points that are not output positions (ow >= W_out, or
+// oh >= H_out in 3-D) read in-bounds input values and get a zero output
+// gradient, so they add nothing; they cost at most 1.5x the multiply-adds
+// (make_plan falls back to im2col beyond that).
+
+// Conv group g's channels of one sample x (C_in, D, H, W), zero-padded, into
+// dst (C_in / groups, pd, ph, pw).
+template <typename scalar_t>
+void pad_sample(const scalar_t* __restrict__ x, const SqGradSumConvParams& p, const Plan& q, int64_t g,
+                scalar_t* __restrict__ dst) {
+  std::fill(dst, dst + p.cg() * q.pd * q.ph * q.pw, scalar_t(0));
+  for (int64_t c = 0; c < p.cg(); ++c) {
+    const scalar_t* src = x + (g * p.cg() + c) * p.in_numel();
+    for (int64_t d = 0; d < p.in[0]; ++d) {
+      for (int64_t h = 0; h < p.in[1]; ++h) {
+        scalar_t* row = dst + ((c * q.pd + d + p.padding[0]) * q.ph + h + p.padding[1]) * q.pw + p.padding[2];
+        std::memcpy(row, src + (d * p.in[1] + h) * p.in[2], sizeof(scalar_t) * p.in[2]);
+      }
+    }
+  }
+}
+
+// Rows c0..c0+cols of the patch matrix on wide positions w0..w1, into dst
+// (cols x (w1 - w0), row-major); xp is the group's padded channels.
+template <typename scalar_t>
+void wide_patches(const scalar_t* __restrict__ xp, const SqGradSumConvParams& p, const Plan& q, int64_t c0,
+                  int64_t cols, int64_t w0, int64_t w1, scalar_t* __restrict__ dst) {
+  const int64_t taps = p.k(), k12 = p.kernel[1] * p.kernel[2], len = w1 - w0;
+  const int64_t vol = q.pd * q.ph * q.pw;
+  for (int64_t j = 0; j < cols; ++j) {
+    const int64_t r = c0 + j, c = r / taps, kk = r % taps;
+    const int64_t kd = kk / k12, kh = (kk / p.kernel[2]) % p.kernel[1], kw = kk % p.kernel[2];
+    const int64_t base = c * vol + (kd * p.dilation[0] * q.ph + kh * p.dilation[1]) * q.pw + kw * p.dilation[2];
+    std::memcpy(dst + j * len, xp + base + w0, sizeof(scalar_t) * len);
+  }
+}
+
+// Output gradient rows (gy, rows x T, leading dimension T) on wide positions
+// w0..w1, zero where the grid point is not an output position, into dst
+// (rows x (w1 - w0)).
+template <typename scalar_t>
+void wide_grad(const scalar_t* __restrict__ gy, const SqGradSumConvParams& p, const Plan& q, int64_t rows,
+               int64_t w0, int64_t w1, scalar_t* __restrict__ dst) {
+  const int64_t len = w1 - w0, T = p.t(), plane = q.ph * q.pw;
+  for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* g = gy + r * T;
+    scalar_t* d = dst + r * len;
+    // Walk the wide rows (od, oh) that overlap [w0, w1).
+    for (int64_t w = w0; w < w1;) {
+      const int64_t od = w / plane, oh = (w % plane) / q.pw, ow = w % q.pw;
+      const int64_t end = std::min(w1, w + (q.pw - ow));  // end of this wide row
+      const int64_t valid_end = (oh < p.out[1]) ? std::min(end, w - ow + p.out[2]) : w;
+      if (w < valid_end) {
+        std::memcpy(d + (w - w0), g + (od * p.out[1] + oh) * p.out[2] + ow, sizeof(scalar_t) * (valid_end - w));
+      }
+      std::fill(d + (std::max(w, valid_end) - w0), d + (end - w0), scalar_t(0));
+      w = end;
     }
   }
 }
@@ -268,6 +357,8 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& gy, const SqGradSumConvPar
   const int64_t x_sample = p.c_in * p.in_numel(), gy_sample = p.c_out * T;
   at::parallel_for(0, q.items(), 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> patch(q.cols * q.tchunk), grad(q.rows * q.cols);
+    std::vector<scalar_t> padded(q.wide && q.padded ? p.cg() * q.pd * q.ph * q.pw : 0);
+    std::vector<scalar_t> wide_gy(q.wide ? q.rows * q.tchunk : 0);
     for (int64_t item = begin; item < end; ++item) {
       const Item it = make_item(p, q, item);
       const int64_t o_first = it.g * p.og() + it.o0;  // first output channel of the tile
@@ -277,6 +368,22 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& gy, const SqGradSumConvPar
         const scalar_t* gys = gy_ptr + s * gy_sample + o_first * T;
         if (q.fused) {
           std::fill(grad.begin(), grad.end(), scalar_t(0));
+        }
+        if (q.wide) {
+          const scalar_t* xp = xs + it.g * p.cg() * p.in_numel();
+          if (q.padded) {
+            pad_sample(xs, p, q, it.g, padded.data());
+            xp = padded.data();
+          }
+          for (int64_t w0 = 0; w0 < q.positions; w0 += q.tchunk) {
+            const int64_t w1 = std::min(q.positions, w0 + q.tchunk), len = w1 - w0;
+            wide_patches(xp, p, q, it.c0, it.cols, w0, w1, patch.data());
+            wide_grad(gys, p, q, it.rows, w0, w1, wide_gy.data());
+            gemm(wide_gy.data(), len, patch.data(), len, it.rows, it.cols, scalar_t(w0 == 0 ? 0 : 1),
+                 grad.data());
+          }
+          add_square(acc, ckg, grad.data(), it.rows, it.cols);
+          continue;
         }
         for (int64_t t0 = 0; t0 < T; t0 += q.tchunk) {
           const int64_t t1 = std::min(T, t0 + q.tchunk), len = t1 - t0;
