@@ -117,16 +117,21 @@ class RulesBackend(Backend):
 
     # ------------------------------------------------------------- hooks
     def _forward_hook(self, unit: _Unit, module, args, kwargs, output):
-        leaves = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
+        # The common case (one output tensor, positional tensor inputs) without pytree walks:
+        # this hook runs for every layer of every batch.
+        single = isinstance(output, torch.Tensor)
+        leaves = [output] if single else [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
         live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
         if not live:
             return None
         if unit.rule is None or not unit.rule.needs_output:
-            output = tree_map(_shape_only, output)  # holding the output would keep it alive until the end
+            # holding the output would keep it alive until the end of the pass
+            output = _shape_only(output) if single else tree_map(_shape_only, output)
         call = Call(args, kwargs, output, grad=[None] * len(leaves))
         call.extra["live"] = len(live)
-        call.extra["versions"] = [(t, t._version) for t in tree_flatten((args, kwargs))[0]
-                                  if isinstance(t, torch.Tensor)]
+        inputs = args if not kwargs and all(isinstance(a, torch.Tensor) for a in args) \
+            else tree_flatten((args, kwargs))[0]
+        call.extra["versions"] = [(t, t._version) for t in inputs if isinstance(t, torch.Tensor)]
         for i in live:
             leaves[i].register_hook(partial(self._on_grad, unit, call, i))
             self._edges.append(get_gradient_edge(leaves[i]))
