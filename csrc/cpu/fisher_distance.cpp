@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -537,54 +538,41 @@ SumMin sqrt_sum_min(double* __restrict__ out, const scalar_t* __restrict__ x, in
   return sqrt_sum_min_scalar(out, x, n);
 }
 
-// <x, y> over n doubles with independent accumulators (vectorisable, fixed order).
-FTDFAST_TARGET_CLONES double dot(const double* __restrict__ x, const double* __restrict__ y, int64_t n) {
-  double s[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      s[l] += x[j + l] * y[j + l];
-    }
-  }
-  for (; j < n; ++j) {
-    s[0] += x[j] * y[j];
-  }
-  double r = 0.0;
-  for (int l = 0; l < kLanes; ++l) {
-    r += s[l];
-  }
-  return r;
-}
-
-#ifdef FTDFAST_DIST_AVX
 // acc[r * ldc + c] += <x_r, y_c> for a TR x TC tile of (row, column) pairs over
-// n entries: every loaded vector of roots feeds TC (or TR) fused multiply-adds
-// from registers, instead of one dot product re-reading both vectors per pair.
+// n entries: every loaded vector of roots feeds TC (or TR) multiply-adds from
+// registers, instead of one dot product re-reading both vectors per pair.
+// 64-byte GCC vectors, lowered per target_clones ISA (one zmm with AVX-512,
+// two ymm with AVX2); the order of every sum is fixed.
 template <int TR, int TC>
-FTDFAST_DIST_TARGET_FMA void tile_products(double* acc, int64_t ldc, const double* const* x, const double* const* y,
-                                           int64_t n) {
-  __m256d s[TR][TC];
-  for (int r = 0; r < TR; ++r) {
-    for (int c = 0; c < TC; ++c) {
-      s[r][c] = _mm256_setzero_pd();
-    }
-  }
+FTDFAST_TARGET_CLONES void tile_products(double* acc, int64_t ldc, const double* const* x, const double* const* y,
+                                         int64_t n) {
+  typedef double V __attribute__((vector_size(64)));
+  constexpr int64_t L = 64 / sizeof(double);
+  auto load = [](const double* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  };
+  V s[TR][TC] = {};
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    __m256d yc[TC];
+  for (; j + L <= n; j += L) {
+    V yc[TC];
     for (int c = 0; c < TC; ++c) {
-      yc[c] = _mm256_loadu_pd(y[c] + j);
+      yc[c] = load(y[c] + j);
     }
     for (int r = 0; r < TR; ++r) {
-      const __m256d xr = _mm256_loadu_pd(x[r] + j);
+      const V xr = load(x[r] + j);
       for (int c = 0; c < TC; ++c) {
-        s[r][c] = _mm256_fmadd_pd(xr, yc[c], s[r][c]);
+        s[r][c] += xr * yc[c];
       }
     }
   }
   for (int r = 0; r < TR; ++r) {
     for (int c = 0; c < TC; ++c) {
-      double t = hsum(s[r][c]);
+      double t = 0.0;
+      for (int64_t l = 0; l < L; ++l) {
+        t += s[r][c][l];
+      }
       for (int64_t k = j; k < n; ++k) {
         t += x[r][k] * y[c][k];
       }
@@ -603,110 +591,30 @@ void tile_products_rows(double* acc, int64_t ldc, const double* const* x, const 
     default: return tile_products<TR, 4>(acc, ldc, x, y, n);
   }
 }
-#endif
-
-// tile_products with AVX-512: 8 doubles per step, tiles up to 4 x 4 (16
-// accumulators and 8 loaded vectors fit the 32 registers).
-template <int TR, int TC>
-__attribute__((target("avx512f"))) void tile_products512(double* acc, int64_t ldc, const double* const* x,
-                                                         const double* const* y, int64_t n) {
-  __m512d s[TR][TC];
-  for (int r = 0; r < TR; ++r) {
-    for (int c = 0; c < TC; ++c) {
-      s[r][c] = _mm512_setzero_pd();
-    }
-  }
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m512d yc[TC];
-    for (int c = 0; c < TC; ++c) {
-      yc[c] = _mm512_loadu_pd(y[c] + j);
-    }
-    for (int r = 0; r < TR; ++r) {
-      const __m512d xr = _mm512_loadu_pd(x[r] + j);
-      for (int c = 0; c < TC; ++c) {
-        s[r][c] = _mm512_fmadd_pd(xr, yc[c], s[r][c]);
-      }
-    }
-  }
-  for (int r = 0; r < TR; ++r) {
-    for (int c = 0; c < TC; ++c) {
-      double t = _mm512_reduce_add_pd(s[r][c]);
-      for (int64_t k = j; k < n; ++k) {
-        t += x[r][k] * y[c][k];
-      }
-      acc[r * ldc + c] += t;
-    }
-  }
-}
-
-template <int TR>
-void tile_products512_rows(double* acc, int64_t ldc, const double* const* x, const double* const* y, int64_t tc,
-                           int64_t n) {
-  switch (tc) {
-    case 1: return tile_products512<TR, 1>(acc, ldc, x, y, n);
-    case 2: return tile_products512<TR, 2>(acc, ldc, x, y, n);
-    case 3: return tile_products512<TR, 3>(acc, ldc, x, y, n);
-    default: return tile_products512<TR, 4>(acc, ldc, x, y, n);
-  }
-}
 
 // acc[r * C + c] += <x_r, y_c> over a block of `len` square roots for all R x C
 // pairs; the roots of vector v start at v * kBlock of x (rows) and y (columns).
-// The order of every sum is fixed (independent of threads and of the tiling).
+// Tiles of up to 4 x 4 pairs (16 accumulators: registers with AVX-512).
 void block_products(double* acc, const double* x, const double* y, int64_t R, int64_t C, int64_t len) {
-#ifdef FTDFAST_DIST_AVX
-  if (has_avx512()) {
-    constexpr int64_t kTileR = 4, kTileC = 4;
-    for (int64_t r0 = 0; r0 < R; r0 += kTileR) {
-      for (int64_t c0 = 0; c0 < C; c0 += kTileC) {
-        const int64_t tr = std::min(kTileR, R - r0), tc = std::min(kTileC, C - c0);
-        const double* xs[kTileR];
-        const double* ys[kTileC];
-        for (int64_t r = 0; r < tr; ++r) {
-          xs[r] = x + (r0 + r) * kBlock;
-        }
-        for (int64_t c = 0; c < tc; ++c) {
-          ys[c] = y + (c0 + c) * kBlock;
-        }
-        double* a = acc + r0 * C + c0;
-        switch (tr) {
-          case 1: tile_products512_rows<1>(a, C, xs, ys, tc, len); break;
-          case 2: tile_products512_rows<2>(a, C, xs, ys, tc, len); break;
-          case 3: tile_products512_rows<3>(a, C, xs, ys, tc, len); break;
-          default: tile_products512_rows<4>(a, C, xs, ys, tc, len); break;
-        }
+  constexpr int64_t kTileR = 4, kTileC = 4;
+  for (int64_t r0 = 0; r0 < R; r0 += kTileR) {
+    for (int64_t c0 = 0; c0 < C; c0 += kTileC) {
+      const int64_t tr = std::min(kTileR, R - r0), tc = std::min(kTileC, C - c0);
+      const double* xs[kTileR];
+      const double* ys[kTileC];
+      for (int64_t r = 0; r < tr; ++r) {
+        xs[r] = x + (r0 + r) * kBlock;
       }
-    }
-    return;
-  }
-  if (has_fma()) {
-    constexpr int64_t kTileR = 2, kTileC = 4;
-    for (int64_t r0 = 0; r0 < R; r0 += kTileR) {
-      for (int64_t c0 = 0; c0 < C; c0 += kTileC) {
-        const int64_t tr = std::min(kTileR, R - r0), tc = std::min(kTileC, C - c0);
-        const double* xs[kTileR];
-        const double* ys[kTileC];
-        for (int64_t r = 0; r < tr; ++r) {
-          xs[r] = x + (r0 + r) * kBlock;
-        }
-        for (int64_t c = 0; c < tc; ++c) {
-          ys[c] = y + (c0 + c) * kBlock;
-        }
-        double* a = acc + r0 * C + c0;
-        if (tr == 2) {
-          tile_products_rows<2>(a, C, xs, ys, tc, len);
-        } else {
-          tile_products_rows<1>(a, C, xs, ys, tc, len);
-        }
+      for (int64_t c = 0; c < tc; ++c) {
+        ys[c] = y + (c0 + c) * kBlock;
       }
-    }
-    return;
-  }
-#endif
-  for (int64_t r = 0; r < R; ++r) {
-    for (int64_t c = 0; c < C; ++c) {
-      acc[r * C + c] += dot(x + r * kBlock, y + c * kBlock, len);
+      double* a = acc + r0 * C + c0;
+      switch (tr) {
+        case 1: tile_products_rows<1>(a, C, xs, ys, tc, len); break;
+        case 2: tile_products_rows<2>(a, C, xs, ys, tc, len); break;
+        case 3: tile_products_rows<3>(a, C, xs, ys, tc, len); break;
+        default: tile_products_rows<4>(a, C, xs, ys, tc, len); break;
+      }
     }
   }
 }
