@@ -392,7 +392,7 @@ at::Tensor fisher_distance_cpu(at::TensorList f_a, at::TensorList f_b) {
 
 // Entries of a block of the matrix pass: R + C square-rooted rows of this
 // length (double) stay in L2 while the R x C inner products run over them.
-constexpr int64_t kBlock = 4096;
+constexpr int64_t kBlock = 2048;
 
 // out[j] = sqrt(x[j]) in double over [0, n), and x's sum and min (for the
 // traces and the sign checks) from the same read. The square root is taken in

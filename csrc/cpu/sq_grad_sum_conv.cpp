@@ -129,8 +129,8 @@ Item make_item(const SqGradSumConvParams& p, const Plan& q, int64_t item) {
 // Rows c0..c0+cols of conv group g's patch matrix, positions t0..t1, into
 // dst (cols x (t1 - t0), row-major). x points at one sample (C_in, D, H, W).
 // The row copies are short (one output row: often 10 to 32 entries): GCC would turn
-// them into memmove/memset calls, whose call overhead then dominates (measured on
-// LeNet's conv2: 1,500 calls per sample); kept as inline, vectorised loops.
+// them into memmove/memset calls (about 1,500 per sample on LeNet's conv2), each
+// paying a call; they are kept as inline loops.
 template <typename scalar_t>
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 void im2col(const scalar_t* __restrict__ x, const SqGradSumConvParams& p, int64_t g, int64_t c0,

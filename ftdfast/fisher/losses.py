@@ -130,7 +130,7 @@ class LossSpec:
         if self.name == "cross_entropy" and z.dim() == 2 and not targets.is_floating_point() \
                 and bool(torch.isfinite(z.sum())):
             grad = torch.softmax(z, dim=1)
-            grad[torch.arange(z.shape[0], device=z.device), targets] -= 1.0
+            grad[torch.arange(z.shape[0], device=z.device), targets.long()] -= 1.0
             return grad
         with torch.enable_grad():
             zz = z.detach().requires_grad_(True)
