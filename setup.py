@@ -153,8 +153,7 @@ def get_extensions(limited_api: bool) -> list:
     cuda_sources = _sources("cuda/*.cu", "cuda/*.cpp")
     use_cuda = _use_cuda(cuda_sources)
 
-    # -fno-math-errno: std::sqrt in loops vectorises (the kernels never read errno).
-    opt = (["-O0", "-g"] if debug else ["-O3", "-g0"]) + ["-fno-math-errno"]
+    opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
     openmp = _openmp_flags()
     cxx = opt + openmp
     nvcc = ["-O0", "-g", "-G"] if debug else ["-O3"]

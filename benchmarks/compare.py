@@ -66,6 +66,10 @@ ALL_BACKENDS = ("rules", "native", "native32", "func", "loop", "legacy") + T.TOO
 # Our rows that are not a backend name: (backend, accumulation dtype). The default accumulates in
 # float64; "native32" accumulates in the model's float32, the dtype of the gradients f+b keeps.
 VARIANTS = {"native32": ("native", torch.float32)}
+
+
+def _needs_native(backend: str) -> bool:
+    return VARIANTS.get(backend, (backend,))[0] == "native"
 # (model, backend) -> why it is left out of the default run (measured on the 2-core CPU, torch 2.14).
 DEFAULT_SKIPS: Dict[tuple, str] = {
     ("resnet18", "func"): "~35 s per call (vmap chunks of 1 sample): >2 min with warm-up and repeats",
@@ -271,7 +275,7 @@ def _loadavg() -> List[float]:
 def default_backends() -> List[str]:
     """Ours (native where built) and the existing tools that are installed."""
     return [b for b in ALL_BACKENDS
-            if (b not in ("native", "native32") or _ext.HAS_NATIVE) and (b not in T.TOOLS or T.available(b))]
+            if (not _needs_native(b) or _ext.HAS_NATIVE) and (b not in T.TOOLS or T.available(b))]
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -433,8 +437,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for b in backends:
         if b not in ALL_BACKENDS:
             p.error(f"unknown backend {b!r}; choose from {', '.join(ALL_BACKENDS)}")
-        if b in ("native", "native32") and not _ext.HAS_NATIVE:
-            p.error(f"backend 'native' is not built here ({_ext.LOAD_ERROR})")
+        if _needs_native(b) and not _ext.HAS_NATIVE:
+            p.error(f"backend {b!r} needs the native extension, which is not built here ({_ext.LOAD_ERROR})")
         if b in T.TOOLS and not T.available(b):
             p.error(f"{b} is not installed (see benchmarks/tools.py for the install command)")
     if args.repeat < 1:

@@ -396,9 +396,9 @@ constexpr int64_t kBlock = 2048;
 
 // out[j] = sqrt(x[j]) in double over [0, n), and x's sum and min (for the
 // traces and the sign checks) from the same read. The square root is taken in
-// the input's precision: one correctly rounded sqrt per entry, so float inputs
-// get 8 roots per instruction and a relative error below 6e-8 per root, far
-// inside what a float Fisher holds; products and sums are in double.
+// the input's precision (float inputs: a relative error of about 6e-8 per root,
+// far inside what a float Fisher holds); products and sums are in double. This
+// is the portable version (and the tail of the vector ones).
 template <typename scalar_t>
 SumMin sqrt_sum_min_scalar(double* __restrict__ out, const scalar_t* __restrict__ x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {

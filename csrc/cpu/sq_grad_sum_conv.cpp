@@ -369,30 +369,28 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& gy, const SqGradSumConvPar
         if (q.fused) {
           std::fill(grad.begin(), grad.end(), scalar_t(0));
         }
-        if (q.wide) {
-          const scalar_t* xp = xs + it.g * p.cg() * p.in_numel();
-          if (q.padded) {
-            pad_sample(xs, p, q, it.g, padded.data());
-            xp = padded.data();
-          }
-          for (int64_t w0 = 0; w0 < q.positions; w0 += q.tchunk) {
-            const int64_t w1 = std::min(q.positions, w0 + q.tchunk), len = w1 - w0;
-            wide_patches(xp, p, q, it.c0, it.cols, w0, w1, patch.data());
-            wide_grad(gys, p, q, it.rows, w0, w1, wide_gy.data());
-            gemm(wide_gy.data(), len, patch.data(), len, it.rows, it.cols, scalar_t(w0 == 0 ? 0 : 1),
-                 grad.data());
-          }
-          add_square(acc, ckg, grad.data(), it.rows, it.cols);
-          continue;
+        const scalar_t* xp = xs + it.g * p.cg() * p.in_numel();  // the wide grid's input
+        if (q.wide && q.padded) {
+          pad_sample(xs, p, q, it.g, padded.data());
+          xp = padded.data();
         }
-        for (int64_t t0 = 0; t0 < T; t0 += q.tchunk) {
-          const int64_t t1 = std::min(T, t0 + q.tchunk), len = t1 - t0;
-          im2col(xs, p, it.g, it.c0, it.cols, t0, t1, patch.data());
-          if (q.fused) {
-            fused_dots(gys + t0, T, patch.data(), len, it.rows, it.cols, grad.data());
+        // Positions in chunks: output positions (im2col), or wide-grid points.
+        for (int64_t t0 = 0; t0 < q.positions; t0 += q.tchunk) {
+          const int64_t t1 = std::min(q.positions, t0 + q.tchunk), len = t1 - t0;
+          const scalar_t* g = gys + t0;  // this chunk's output gradient rows, leading dimension ldg
+          int64_t ldg = T;
+          if (q.wide) {
+            wide_patches(xp, p, q, it.c0, it.cols, t0, t1, patch.data());
+            wide_grad(gys, p, q, it.rows, t0, t1, wide_gy.data());
+            g = wide_gy.data();
+            ldg = len;
           } else {
-            gemm(gys + t0, T, patch.data(), len, it.rows, it.cols, scalar_t(t0 == 0 ? 0 : 1),
-                 grad.data());
+            im2col(xs, p, it.g, it.c0, it.cols, t0, t1, patch.data());
+          }
+          if (q.fused) {
+            fused_dots(g, ldg, patch.data(), len, it.rows, it.cols, grad.data());
+          } else {
+            gemm(g, ldg, patch.data(), len, it.rows, it.cols, scalar_t(t0 == 0 ? 0 : 1), grad.data());
           }
         }
         add_square(acc, ckg, grad.data(), it.rows, it.cols);
