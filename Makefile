@@ -7,6 +7,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.14.1
+TORCHVISION ?= torchvision==0.29.1
+# The model zoo of the tests (tests/zoo): real architectures built from code, random weights, no downloads.
+ZOO    ?= timm==1.0.31 transformers==5.24.0
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
@@ -25,6 +28,14 @@ $(VENV)/.deps: Makefile
 	$(PIP) install -q "$(TORCH)" numpy tqdm scikit-learn matplotlib pytest hypothesis pytest-benchmark
 	touch $@
 
+# torchvision --no-deps (the release built for $(TORCH)), then timm/transformers, which find torch and torchvision
+# already satisfied, so pip never replaces torch.
+$(VENV)/.zoo: $(VENV)/.deps
+	$(PIP) install -q --no-deps "$(TORCHVISION)"
+	$(PIP) install -q $(ZOO)
+	$(PY) -c "import torch, torchvision, timm, transformers; print('zoo deps: torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__)"
+	touch $@
+
 $(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(NATIVE_SOURCES)
 	$(PIP) install -q --no-build-isolation -e .
 	$(PY) -c "import ftdfast._ext as e; assert e.HAS_NATIVE, e.LOAD_ERROR; print('ftdfast native extension: ok, CUDA kernels:', e.HAS_CUDA)"
@@ -35,11 +46,11 @@ install: $(VENV)/.built
 demo: install
 	$(VENV)/bin/ftdfast demo
 
-test: install
+test: install $(VENV)/.zoo
 	$(PY) -m pytest tests -q
 
 bench: install
 	$(PY) -m benchmarks.compare
 
 clean:
-	rm -rf build *.egg-info ftdfast/_C*.so $(VENV)/.built
+	rm -rf build *.egg-info ftdfast/_C*.so $(VENV)/.built $(VENV)/.zoo
