@@ -196,6 +196,8 @@ def check(op: str, device: torch.device | str, dtype: torch.dtype) -> CheckResul
                 error = f"{type(exc).__name__}: {exc}".strip()
                 break
             worst = max(worst, err)
+            if worst > tolerance:  # failed: no need to run a broken kernel again
+                break
     ms = (time.perf_counter() - start) * 1e3
     status = "error" if error is not None else ("ok" if worst <= tolerance else "FAIL")
     return CheckResult(op, str(device), dtype, status, status == "ok", None if error else worst, tolerance,
