@@ -28,18 +28,18 @@ _NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
 def _use_native(op: str, tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether the native ``op`` takes these inputs: built, a kernel for their device, one float32/float64
-    dtype and one device for all, no gradient needed (the native ops have no autograd formula), and the
-    kernel passed its first-use self-check for this device and dtype (:mod:`ftdfast.selfcheck`)."""
+    """Whether the native ``op`` takes these inputs: built, one float32/float64 dtype and one device for all,
+    no gradient needed (the native ops have no autograd formula), a kernel for that device which passed its
+    first-use self-check for this device and dtype (:func:`ftdfast.selfcheck.native_ok`)."""
     if not (_ext.HAS_NATIVE and tensors):
         return False
     first = tensors[0]
+    device, dtype = first.device, first.dtype
     return (
-        not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        and first.dtype in _NATIVE_DTYPES
-        and all((t.dtype, t.device) == (first.dtype, first.device) for t in tensors)
-        and _ext.has_kernel(op, first.device)
-        and selfcheck.native_ok(op, first)
+        dtype in _NATIVE_DTYPES
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and all(t.dtype == dtype and t.device == device for t in tensors)
+        and selfcheck.native_ok(op, first, device, dtype)
     )
 
 

@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import _ext
 from .reference import (
     fisher_distance_matrix_ref,
     fisher_distance_ref,
@@ -220,15 +221,17 @@ _LOCK = threading.Lock()
 _IN_CHECK = threading.local()
 
 
-def native_ok(op: str, like: torch.Tensor) -> bool:
-    """Whether :mod:`ftdfast.ops` may run the native ``op`` on inputs with ``like``'s device and dtype.
+def native_ok(op: str, like: torch.Tensor, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether :mod:`ftdfast.ops` may run the native ``op`` on inputs like ``like`` (its ``device`` and
+    ``dtype``, which the caller has at hand): the extension has a kernel for the device, and it passed
+    the self-check (or the environment says to skip it).
 
-    The first call per (op, device, dtype) runs the self-check (and warns if it fails); later calls
-    are one dict lookup.
+    The first call per (op, device, dtype) decides, running the self-check (and warning if it fails);
+    later calls are one dict lookup.
     """
-    verdict = _USE_NATIVE.get((op, like.device, like.dtype))
+    verdict = _USE_NATIVE.get((op, device, dtype))
     if verdict is None:
-        return _first_use(op, like)
+        return _first_use(op, like, device, dtype)
     return verdict
 
 
@@ -241,19 +244,22 @@ def _tracing(like: torch.Tensor) -> bool:
     return like.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def _first_use(op: str, like: torch.Tensor) -> bool:
+def _first_use(op: str, like: torch.Tensor, device: torch.device, dtype: torch.dtype) -> bool:
+    key = (op, device, dtype)
+    if not _ext.has_kernel(op, device):
+        _USE_NATIVE[key] = False  # no kernel for this device type: nothing to check
+        return False
     if _tracing(like):
         return True  # the fake kernel gives the shapes; the first real call decides
     if getattr(_IN_CHECK, "active", False):
         return False  # called from inside a self-check: the reference, and no decision recorded
-    key = (op, like.device, like.dtype)
     with _LOCK:
         verdict = _USE_NATIVE.get(key)
         if verdict is not None:  # another thread decided meanwhile
             return verdict
         _IN_CHECK.active = True
         try:
-            result = _decide(op, like.device, like.dtype)
+            result = _decide(op, device, dtype)
         finally:
             _IN_CHECK.active = False
         _RESULTS[key] = result
@@ -275,7 +281,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def results() -> List[CheckResult]:
-    """The decisions made so far in this process, in the order they were made."""
+    """The self-checks decided so far in this process (not the devices without a kernel), in order."""
     with _LOCK:
         return list(_RESULTS.values())
 
