@@ -10,17 +10,20 @@
 #   env           GPU, driver, python, torch, nvcc
 #   build         python setup.py build_ext --inplace (FTDFAST_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
 #   has_cuda      ftdfast._ext.HAS_CUDA must be True
+#   first_use     ftdfast doctor (saved as doctor.txt), then each ftdfast.ops function once per dtype on the GPU:
+#                 the first-use self-check must pass on CUDA and leave the native kernels in use
 #   ops_check     every CUDA op vs its *_ref on random shapes (max rel error per op) + layer timings
 #   bandwidth     fisher_distance on ResNet-18-sized lists (11M entries) vs a device copy
-#   tests         pytest tests/test_ops_cuda.py tests/fisher/test_cuda.py
-#   fisher_bench  python -m benchmarks.compare --device cuda (rules and native backends, 5 models)
+#   tests         pytest tests/test_ops_cuda.py tests/fisher/test_cuda.py, and the CUDA tests of tests/test_selfcheck.py
+#   fisher_bench  python -m benchmarks.compare --device cuda (rules and native backends, 5 models); FAIL if a
+#                 native op fell back to the reference (a self-check warning in its log or compare.json)
 #   fuse_bench    python -m benchmarks.bench_fuse --device cuda (8 FUSE candidates fused vs sequential;
 #                 the issue-5 target: fused at least 2x the sequential throughput)
 #   memcheck      compute-sanitizer memcheck of ftdfast's kernels on one small call of each (if the tool is there)
 #   racecheck     compute-sanitizer racecheck (shared-memory races) of ftdfast's kernels, likewise
 # The table of steps is printed last and written to summary.txt. Files in the
 # output folder: gpu_check.log (everything printed), build.log, tests.log,
-# compare.log, ops_check.json, bandwidth.json, compare.json, fuse.json, summary.txt.
+# compare.log, doctor.txt, ops_check.json, first_use.json, bandwidth.json, compare.json, fuse.json, summary.txt.
 # Environment: PYTHON (default: the first of python, python3 that imports torch),
 # CUDA_HOME (default: found from nvcc), TORCH_CUDA_ARCH_LIST, MAX_JOBS, OUT.
 set -u
@@ -28,7 +31,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT_DIR="${OUT:-benchmarks/gpu_out}"
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
-rm -f "$OUT_DIR"/{gpu_check.log,build.log,tests.log,compare.log,ops_check.json,bandwidth.json,compare.json,fuse.json,summary.txt}
+rm -f "$OUT_DIR"/{gpu_check.log,build.log,tests.log,compare.log,doctor.txt,ops_check.json,first_use.json,bandwidth.json,compare.json,fuse.json,summary.txt}
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
 BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
@@ -123,11 +126,13 @@ print(\"SUMMARY: HAS_CUDA=%s\" % e.HAS_CUDA + (\"\" if e.HAS_NATIVE else \", loa
 raise SystemExit(0 if e.HAS_CUDA else 1)
 '"
 
+run_step first_use 60 "$PY -m ftdfast doctor > '$OUT_DIR/doctor.txt' 2>&1; cat '$OUT_DIR/doctor.txt'; $PY -m benchmarks.gpu_ops_check --first-use --out '$OUT_DIR/first_use.json'"
+
 run_step ops_check 150 "$PY -m benchmarks.gpu_ops_check --out '$OUT_DIR/ops_check.json'"
 
 run_step bandwidth 90 "$PY -m benchmarks.gpu_ops_check --bandwidth --out '$OUT_DIR/bandwidth.json'"
 
-SHOW_LINES=25 run_step tests 200 "$PY -m pytest tests/test_ops_cuda.py tests/fisher/test_cuda.py -q -p no:cacheprovider -rfEs -o addopts='' 2>&1 | tail -n 300; exit \${PIPESTATUS[0]}"
+SHOW_LINES=25 run_step tests 200 "$PY -m pytest tests/test_ops_cuda.py tests/fisher/test_cuda.py 'tests/test_selfcheck.py::test_cuda_native_off_on_a_gpu_uses_the_reference' 'tests/test_selfcheck.py::test_cuda_kernels_pass_their_check' -q -p no:cacheprovider -rfEs -o addopts='' 2>&1 | tail -n 300; exit \${PIPESTATUS[0]}"
 cp "$LOGS/tests.log" "$OUT_DIR/tests.log" 2>/dev/null
 tests_line=$(grep -a -E '[0-9]+ (passed|failed|skipped|errors?).* in [0-9.]+s' "$LOGS/tests.log" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')
 NOTE[tests]="${tests_line:-${NOTE[tests]:-no pytest summary line}}"
@@ -142,15 +147,23 @@ if [ -f "$OUT_DIR/compare.json" ]; then
 import json, sys
 rows = json.load(open(sys.argv[1]))["results"]
 bad = [f"{r['model']}/{r['backend']}" for r in rows if r.get("check", {}).get("status") in ("FAIL", "error")]
+# A native op that failed its first-use self-check runs the reference: its timings are not the kernels'.
+fell = [f"{r['model']}/{r['backend']}" for r in rows
+        if any("failed its self-check" in w for w in r.get("check", {}).get("warnings", []))]
 native = ", ".join(f"{r['model']} {r['time_ratio']:.2f}" for r in rows
                    if r["backend"] == "native" and r.get("time_ratio") is not None)
 rules = ", ".join(f"{r['model']} {r['time_ratio']:.2f}" for r in rows
                   if r["backend"] == "rules" and r.get("time_ratio") is not None)
-print(("CHECK FAIL " + ",".join(bad) + "; " if bad else "checks ok; ") + f"x f+b native: {native} | rules: {rules}")
-sys.exit(1 if bad else 0)
+print(("CHECK FAIL " + ",".join(bad) + "; " if bad else "checks ok; ")
+      + ("SELF-CHECK FALLBACK " + ",".join(fell) + "; " if fell else "") + f"x f+b native: {native} | rules: {rules}")
+sys.exit(1 if bad or fell else 0)
 EOF
   )
   bench_rc=$?
+  if grep -a -q 'failed its self-check' "$LOGS/fisher_bench.log"; then
+    bench_note="a native op fell back to the reference (self-check warning in compare.log); $bench_note"
+    bench_rc=1
+  fi
   NOTE[fisher_bench]=$bench_note
   if ((bench_rc != 0)); then STATUS[fisher_bench]=FAIL; fi
 fi

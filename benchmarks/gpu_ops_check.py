@@ -5,6 +5,7 @@ Run from the repository root (part of benchmarks/gpu_check.sh)::
     python -m benchmarks.gpu_ops_check                 # accuracy of every op + timings of a few layers
     python -m benchmarks.gpu_ops_check --bandwidth     # fisher_distance on ResNet-18-sized lists vs a copy
     python -m benchmarks.gpu_ops_check --smoke         # each kernel once on small inputs (for compute-sanitizer)
+    python -m benchmarks.gpu_ops_check --first-use     # each ftdfast.ops function once: its self-check must pass
 
 Accuracy: every CUDA op on seeded random shapes (odd sizes, t = 1, n = 0, groups,
 stride, padding, dilation, Conv1d/2d/3d, multi-tile and sample-split outputs) in
@@ -18,6 +19,10 @@ like ResNet-18's parameters (~11M entries each) against a device-to-device copy 
 many bytes as the op reads (both lists, read + write), so
 ``fraction = copy time / fisher_distance time`` is the achieved bandwidth as a share of
 copy bandwidth. Without a GPU (or without the CUDA kernels) it says so and exits 0.
+First use: each ``ftdfast.ops`` function once per dtype on the GPU, as a user's first
+call: the first-use self-check (``ftdfast.selfcheck``) must pass and leave the native
+kernel in use, with no fallback warning.
+
 Results also go to ``--out`` (JSON). The last line is ``SUMMARY: ...``.
 """
 from __future__ import annotations
@@ -29,12 +34,13 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from typing import Callable, Dict, List
 
 import torch
 import torch.nn.functional as F
 
-from ftdfast import _ext
+from ftdfast import _ext, ops, selfcheck
 from ftdfast.reference import (
     fisher_distance_matrix_ref,
     fisher_distance_ref,
@@ -45,14 +51,10 @@ from ftdfast.reference import (
 OPS = torch.ops.ftdfast if _ext.HAS_NATIVE else None
 # Where the ops run: "cuda"; "cpu" only for --cpu-dry-run (checks this script with the CPU kernels).
 DEVICE = "cuda"
-# Worst allowed error per (op, dtype).
-TOL = {
-    ("sq_grad_sum_linear", "f64"): 1e-10, ("sq_grad_sum_linear", "f32"): 1e-4,
-    ("sq_grad_sum_conv", "f64"): 1e-10, ("sq_grad_sum_conv", "f32"): 1e-4,
-    ("fisher_distance", "f64"): 1e-12, ("fisher_distance", "f32"): 1e-6,
-    ("fisher_distance_matrix", "f64"): 1e-9, ("fisher_distance_matrix", "f32"): 1e-5,
-}
 DTYPES = {"f64": torch.float64, "f32": torch.float32}
+# Worst allowed error per (op, dtype): the self-check's (relative for the sums of squares, absolute for distances).
+TOL = {(op.split("::")[1], dname): selfcheck.TOLERANCE[(op, dtype)]
+       for op in selfcheck.OPS for dname, dtype in DTYPES.items()}
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -260,6 +262,30 @@ def smoke() -> Dict[str, dict]:
     return out
 
 
+# ------------------------------------------------------------------ first use
+def first_use() -> Dict[str, dict]:
+    """Each ftdfast.ops function once per dtype on DEVICE in a fresh process state; the self-check's verdicts."""
+    gen = torch.Generator().manual_seed(2)
+    selfcheck.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for dtype in DTYPES.values():
+            def rand(*shape):
+                return torch.rand(*shape, generator=gen, dtype=torch.float64).to(DEVICE, dtype)
+            ops.sq_grad_sum_linear(rand(3, 4, 5), rand(3, 4, 6))
+            ops.sq_grad_sum_conv(rand(2, 3, 6, 5), rand(2, 4, 4, 3), [4, 3, 3, 3], [1, 1], [0, 0], [1, 1], 1)
+            ops.fisher_distance([rand(4, 3), rand(7)], [rand(4, 3), rand(7)])
+            ops.fisher_distance_matrix(rand(2, 9), rand(3, 9))
+    _sync()
+    out = {f"{r.op.split('::')[1]} {selfcheck.dtype_name(r.dtype)} {r.device}": {
+        "status": r.status, "use_native": r.use_native, "what": r.describe(), "ms": r.ms}
+        for r in selfcheck.results()}
+    fallbacks = [str(w.message) for w in caught if issubclass(w.category, selfcheck.NativeOpFallbackWarning)]
+    if fallbacks:
+        out["warnings"] = {"status": "FAIL", "use_native": False, "what": " | ".join(fallbacks), "ms": 0.0}
+    return out
+
+
 # ------------------------------------------------------------------ bandwidth
 def resnet18_shapes() -> List[tuple]:
     from . import models as M
@@ -298,6 +324,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_ops_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--bandwidth", action="store_true", help="time fisher_distance against a device copy instead")
     p.add_argument("--smoke", action="store_true", help="each kernel once on small inputs (for compute-sanitizer)")
+    p.add_argument("--first-use", action="store_true",
+                   help="each ftdfast.ops function once per dtype: the first-use self-check must pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--no-timings", action="store_true", help="accuracy only")
@@ -329,6 +357,17 @@ def main(argv=None) -> int:
         failed = any(r["status"] != "ok" for r in sm.values())
         summary = f"{'FAIL' if failed else 'ok'}: {len(sm)} smoke calls, worst rel err " \
                   f"{max(r['max_rel_err'] for r in sm.values()):.0e}"
+    elif args.first_use:
+        fu = payload["first_use"] = first_use()
+        for name, r in fu.items():
+            print(f"{r['status']:<9} {name:<40} native kernel used: {r['use_native']}; {r['what']}, {r['ms']:.1f} ms")
+        failed = len(fu) != len(selfcheck.OPS) * len(DTYPES) or any(
+            r["status"] != "ok" or not r["use_native"] for r in fu.values())
+        bad = [name for name, r in fu.items() if r["status"] != "ok" or not r["use_native"]]
+        summary = (f"{'FAIL' if failed else 'ok'}: {len(fu)} first-use self-checks on {DEVICE}"
+                   + (f", not ok: {', '.join(bad)}" if bad else "")
+                   + (f" (expected {len(selfcheck.OPS) * len(DTYPES)})" if len(fu) != len(selfcheck.OPS) * len(DTYPES)
+                      else ""))
     elif args.bandwidth:
         bw = payload["bandwidth"] = bandwidth(args.repeat)
         for dname, r in bw.items():

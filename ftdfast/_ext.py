@@ -10,6 +10,7 @@ Attributes:
     HAS_NATIVE: the extension imported and its ops are registered.
     HAS_CUDA: the extension has CUDA kernels (built with CUDA).
     LOAD_ERROR: ``"ExceptionType: message"`` from the failed import, else None.
+    LIBRARY_PATH: the file of the loaded extension (``.../ftdfast/_C*.so``), else None.
     BUILD_COMMAND: the shell command, run in the repository root, that builds it.
 """
 
@@ -30,9 +31,11 @@ try:
 except Exception as exc:  # ImportError, OSError (bad .so), RuntimeError (registration)
     HAS_NATIVE = False
     LOAD_ERROR: str | None = f"{type(exc).__name__}: {exc}"
+    LIBRARY_PATH: str | None = None
 else:
     HAS_NATIVE = True
     LOAD_ERROR = None
+    LIBRARY_PATH = getattr(_C, "__file__", None)
 
 
 @functools.lru_cache(maxsize=None)

@@ -257,7 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-samples", type=int)
     f.add_argument("--device")
     f.set_defaults(func=cmd_fisher)
+    _add_doctor_parser(sub)
     return p
+
+
+def _add_doctor_parser(sub) -> None:
+    d = sub.add_parser("doctor", help="the build, devices, native-op self-checks and FTDFAST_* settings, to paste "
+                       "into bug reports")
+    d.set_defaults(func=cmd_doctor)
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import report
+    print(report(), end="")
+    return 0
 
 
 def _maybe_init_distributed() -> None:

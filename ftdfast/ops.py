@@ -1,7 +1,8 @@
 """Public entry points of the native ops, with a pure-PyTorch fallback.
 
-Each function calls ``torch.ops.ftdfast.<name>`` when the extension is built
-and has a kernel for the inputs' device and dtype, and the matching
+Each function calls ``torch.ops.ftdfast.<name>`` when the extension is built,
+has a kernel for the inputs' device and dtype, and that kernel passed its
+first-use self-check (:mod:`ftdfast.selfcheck`), and the matching
 ``ftdfast.reference`` function otherwise. Index letters: n sample,
 t position, i in (features), o out (features).
 """
@@ -12,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ftdfast import _ext
+from ftdfast import _ext, selfcheck
 from ftdfast.reference import (
     _check_fisher_distance,
     _check_fisher_distance_matrix,
@@ -27,16 +28,18 @@ _NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
 def _use_native(op: str, tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether the native ``op`` takes these inputs: built, a kernel for their device, one float32/float64
-    dtype and one device for all, and no gradient needed (the native ops have no autograd formula)."""
+    """Whether the native ``op`` takes these inputs: built, one float32/float64 dtype and one device for all,
+    no gradient needed (the native ops have no autograd formula), a kernel for that device which passed its
+    first-use self-check for this device and dtype (:func:`ftdfast.selfcheck.native_ok`)."""
     if not (_ext.HAS_NATIVE and tensors):
         return False
     first = tensors[0]
+    device, dtype = first.device, first.dtype
     return (
-        not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        and first.dtype in _NATIVE_DTYPES
-        and all((t.dtype, t.device) == (first.dtype, first.device) for t in tensors)
-        and _ext.has_kernel(op, first.device)
+        dtype in _NATIVE_DTYPES
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and all(t.dtype == dtype and t.device == device for t in tensors)
+        and selfcheck.native_ok(op, first, device, dtype)
     )
 
 
