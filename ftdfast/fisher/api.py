@@ -111,7 +111,8 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             draws its own labels from ``generator``: a valid draw, not the
             single-process one.
         shard: how a rank finds its share of ``data`` when distributed. ``"auto"``: a
-            tuple ``(X, y)`` (the same on every rank) is split into contiguous blocks; a
+            tuple ``(X, y)`` that is the same on every rank is split into contiguous
+            blocks, one that differs (e.g. ``(X[r::W], y[r::W])``) is this rank's share; a
             ``DataLoader`` with a ``DistributedSampler`` is used as is (the samples it
             repeats to pad are skipped); any other data is taken as this rank's own
             shard. ``"none"``: every rank's data is its own shard, used as it is. See
