@@ -108,7 +108,9 @@ def load_npz(path: str, split: str):
         try:
             x, y = z[keys[0]], z[keys[1]]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: array {keys[0]} or {keys[1]} cannot be read ({_first_line(e)})") from None
+            why = "it holds Python objects, which are not loaded" if "pickle" in str(e) else _first_line(e)
+            raise ValueError(f"{path}: array {keys[0]} or {keys[1]} cannot be read ({why}); save numeric arrays "
+                             "with numpy.savez") from None
     for key, a in zip(keys, (x, y)):
         if a.dtype.kind not in "biuf":
             raise ValueError(f"{path}: array {key} has dtype {a.dtype}; expected numbers (uint8 images, floats, "
