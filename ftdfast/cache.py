@@ -101,7 +101,7 @@ def _decode(value: Any) -> Any:
 
 
 class CorruptEntry(Exception):
-    """Raised internally when a cache file fails its checks."""
+    """Raised by :func:`unframe` (and inside :meth:`Cache.load`) when a framed file fails its checks."""
 
 
 class Cache:
@@ -147,11 +147,9 @@ class Cache:
         payload = {"kind": kind, "key": key, "obj": _encode(obj, "obj"), "meta": _encode(meta, "meta")}
         buf = io.BytesIO()
         torch.save(payload, buf)
-        body = buf.getvalue()
-        header = MAGIC + f"sha256 {hashlib.sha256(body).hexdigest()} {len(body)}\n".encode("ascii")
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        atomic_write_bytes(path, header + body)
+        atomic_write_bytes(path, frame(buf.getvalue()))
         _fsync_dir(folder)
         return path
 
@@ -194,14 +192,22 @@ class Cache:
         return None
 
 
-def _parse(raw: bytes, kind: str, key: str) -> dict:
-    if not raw.startswith(MAGIC):
-        raise CorruptEntry("it does not start with the ftdfast cache header")
-    end = raw.find(b"\n", len(MAGIC))
+def frame(body: bytes, magic: bytes = MAGIC) -> bytes:
+    """``body`` with the integrity header: ``magic``, then ``sha256 <64 hex> <len(body)>\\n``."""
+    return magic + f"sha256 {hashlib.sha256(body).hexdigest()} {len(body)}\n".encode("ascii") + body
+
+
+def unframe(raw: bytes, magic: bytes = MAGIC) -> bytes:
+    """The body of :func:`frame`'s output; :class:`CorruptEntry` saying what is wrong when a check fails."""
+    if not raw:
+        raise CorruptEntry("it is empty")
+    if not raw.startswith(magic):
+        raise CorruptEntry(f"it does not start with the header {magic.decode('ascii').strip()!r}")
+    end = raw.find(b"\n", len(magic))
     if end < 0:
         raise CorruptEntry("its header is truncated")
     try:
-        tag, digest, size = raw[len(MAGIC):end].decode("ascii").split(" ")
+        tag, digest, size = raw[len(magic):end].decode("ascii").split(" ")
         size = int(size)
     except (UnicodeDecodeError, ValueError):
         raise CorruptEntry("its checksum line is malformed") from None
@@ -212,6 +218,11 @@ def _parse(raw: bytes, kind: str, key: str) -> dict:
         raise CorruptEntry(f"it holds {len(body)} bytes where {size} were written (truncated?)")
     if hashlib.sha256(body).hexdigest() != digest:
         raise CorruptEntry("its sha256 checksum does not match")
+    return body
+
+
+def _parse(raw: bytes, kind: str, key: str) -> dict:
+    body = unframe(raw)
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means an unusable entry

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import time
+import zipfile
 from typing import List, Optional
 
 import numpy as np
@@ -23,36 +24,101 @@ from .fisher import FisherDiagonal, fisher_diagonal
 BACKENDS = ["auto", "rules", "native", "func", "loop", "legacy"]
 
 
+def _count(text: str) -> int:
+    """argparse type: an int >= 1, checked when the command line is parsed (before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _first_line(error: BaseException) -> str:
+    """``"Type: first line of the message"``, without torch's advice to retry with weights_only=False."""
+    first = (str(error).splitlines() or [""])[0]
+    if "weights" in first.lower():
+        first = "it holds objects other than tensors and plain data"
+    return f"{type(error).__name__}: {first}"
+
+
 def _load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
     if ":" not in spec:
-        raise SystemExit(f"--model must be module:factory (e.g. mypkg.models:make_net), got {spec!r}")
+        raise ValueError(f"--model must be module:factory (e.g. mypkg.models:make_net), got {spec!r}")
     mod_name, attr = spec.split(":", 1)
     sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as e:
-        raise SystemExit(f"--model {spec}: cannot import {attr!r} from {mod_name!r}: {e}")
+        raise ValueError(f"--model {spec}: cannot import {attr!r} from {mod_name!r}: {e}") from None
     model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
     if not isinstance(model, torch.nn.Module):
-        raise SystemExit(f"--model {spec} gave {type(model).__name__}, not an nn.Module")
+        raise ValueError(f"--model {spec} gave {type(model).__name__}, not an nn.Module")
     if weights:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"{weights}: no such file (--weights)")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file: whatever torch.load raises
+            raise ValueError(f"{weights}: not a readable state_dict file ({_first_line(e)})") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights}: holds a {type(state).__name__}, not a state_dict (a dict of tensors)")
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, KeyError) as e:
+            raise ValueError(f"{weights}: does not fit --model {spec}: {e}") from None
     return model.eval()
+
+
+def _open_npz(path: str, option: str):
+    """``np.load(path)`` of an .npz archive (no pickles), or an error naming the file and the option."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file ({option})")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz archive (given as {option}); write one with "
+                         "numpy.savez(path, x=..., y=...)") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive of named arrays ({option}); write it "
+                         "with numpy.savez")
+    return archive
 
 
 def load_npz(path: str, split: str):
     """(X, y) from an .npz with x_<split>/y_<split> (or x/y) keys. uint8 images become floats in [0, 1],
     channels first: (N, H, W) -> (N, 1, H, W), (N, H, W, C) -> (N, C, H, W)."""
-    if not os.path.exists(path):
-        raise SystemExit(f"--data {path}: no such file")
-    with np.load(path, allow_pickle=False) as z:
+    with _open_npz(path, "--data") as z:
         keys = (f"x_{split}", f"y_{split}") if f"x_{split}" in z else ("x", "y")
         if keys[0] not in z or keys[1] not in z:
-            raise SystemExit(f"--data {path}: expected arrays x_{split}/y_{split} (or x/y); found {sorted(z.files)}")
-        x, y = z[keys[0]], z[keys[1]]
+            raise ValueError(f"{path}: expected arrays x_{split}/y_{split} (or x/y); found {sorted(z.files)}")
+        try:
+            x, y = z[keys[0]], z[keys[1]]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            why = "it holds Python objects, which are not loaded" if "pickle" in str(e) else _first_line(e)
+            raise ValueError(f"{path}: array {keys[0]} or {keys[1]} cannot be read ({why}); save numeric arrays "
+                             "with numpy.savez") from None
+    for key, a in zip(keys, (x, y)):
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: array {key} has dtype {a.dtype}; expected numbers (uint8 images, floats, "
+                             "integer labels)")
+        if a.ndim == 0:
+            raise ValueError(f"{path}: array {key} is a scalar; expected one entry per sample")
     if len(x) != len(y):
-        raise SystemExit(f"--data {path}: {len(x)} inputs but {len(y)} labels")
+        raise ValueError(f"{path}: {len(x)} inputs but {len(y)} labels")
     xt = torch.from_numpy(np.ascontiguousarray(x))
     if x.dtype == np.uint8:
         xt = xt.float() / 255.0
@@ -92,6 +158,8 @@ def cmd_fisher(args) -> int:
 
 def cmd_distance(args) -> int:
     from .experiment import run_distance_experiment
+    if args.dataset.lower().endswith(".npz"):
+        _open_npz(args.dataset, "--dataset").close()  # a damaged or foreign file: said now, before any work
     archs = [a for a in args.arch.split(",") if a]
     run_distance_experiment(args.dataset, data_dir=args.data_dir, tasks=args.tasks, archs=archs, seeds=args.seeds,
                             epochs=args.epochs, out=args.out, max_train=args.max_train, max_test=args.max_test,
@@ -175,25 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--backend", default="auto", choices=BACKENDS)
     d.add_argument("--out", default="ftdfast-demo", help="output folder (default: ftdfast-demo); reruns resume")
     d.add_argument("--arch", default="small_cnn")
-    d.add_argument("--seeds", type=int, default=3)
-    d.add_argument("--epochs", type=int, default=8)
+    d.add_argument("--seeds", type=_count, default=3)
+    d.add_argument("--epochs", type=_count, default=8)
     d.add_argument("--no-search", action="store_true", help="stop after the distances (no task-aware NAS)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
     budget = argparse.ArgumentParser(add_help=False)
     g = budget.add_argument_group("search budget (equal for every method)")
-    g.add_argument("--iterations", type=int, default=2, help="FUSE runs per search")
-    g.add_argument("--candidates", type=int, default=4, help="new candidates per FUSE run")
-    g.add_argument("--rounds", type=int, default=3, help="FUSE rounds (weight steps, then alpha steps)")
-    g.add_argument("--w-steps", type=int, default=20)
-    g.add_argument("--alpha-steps", type=int, default=5)
-    g.add_argument("--channels", type=int, default=8, help="skeleton width of searched networks")
-    g.add_argument("--layers", type=int, default=3, help="cells in the skeleton")
-    g.add_argument("--budget-seconds", type=float, help="wall-time cap of one search")
+    g.add_argument("--iterations", type=_count, default=2, help="FUSE runs per search")
+    g.add_argument("--candidates", type=_count, default=4, help="new candidates per FUSE run")
+    g.add_argument("--rounds", type=_count, default=3, help="FUSE rounds (weight steps, then alpha steps)")
+    g.add_argument("--w-steps", type=_count, default=20)
+    g.add_argument("--alpha-steps", type=_count, default=5)
+    g.add_argument("--channels", type=_count, default=8, help="skeleton width of searched networks")
+    g.add_argument("--layers", type=_count, default=3, help="cells in the skeleton")
+    g.add_argument("--budget-seconds", type=_positive, help="wall-time cap of one search")
     tn = argparse.ArgumentParser(add_help=False)
     tn.add_argument("--data-dir")
-    tn.add_argument("--epochs", type=int, default=2, help="training epochs (epsilon-networks, final training)")
+    tn.add_argument("--epochs", type=_count, default=2, help="training epochs (epsilon-networks, final training)")
     tn.add_argument("--device")
     tn.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -204,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dataset", default="digits")
     db.add_argument("--tasks", default="0,1,3", help="the baselines: paper task indices (default 0,1,3)")
     db.add_argument("--arch", default="small_cnn", help="epsilon-network architecture for the Fisher distance")
-    db.add_argument("--seeds", type=int, default=1, help="seeds of the distance to a target")
-    db.add_argument("--max-train", type=int, help="use N training images (a seeded random sample)")
-    db.add_argument("--max-test", type=int, help="use N test images (a seeded random sample)")
+    db.add_argument("--seeds", type=_count, default=1, help="seeds of the distance to a target")
+    db.add_argument("--max-train", type=_count, help="use N training images (a seeded random sample)")
+    db.add_argument("--max-test", type=_count, help="use N test images (a seeded random sample)")
     db.add_argument("--out", default="dictionary.json")
     db.set_defaults(func=cmd_dictionary)
 
@@ -216,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--target", required=True, help="DATASET:TASK_INDEX, e.g. mnist:2")
     se.add_argument("--hand-designed", default="vgg16,resnet18,densenet121",
                     help="comma-separated architectures to compare with ('' for none)")
-    se.add_argument("--hand-width", type=float, default=1.0, help="channel width factor of the hand-designed nets")
+    se.add_argument("--hand-width", type=_positive, default=1.0, help="channel width factor of the hand-designed nets")
     se.add_argument("--out", default="search")
     se.set_defaults(func=cmd_search)
 
@@ -229,18 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "regression tasks) or indices of the paper's tasks, e.g. 0,1,3")
     t.add_argument("--arch", default="small_cnn", help="comma-separated architectures: small_cnn, lenet, vgg16, "
                    "resnet18, densenet121 (autoencoder for --tasks images)")
-    t.add_argument("--seeds", type=int, default=3)
-    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--seeds", type=_count, default=3)
+    t.add_argument("--epochs", type=_count, default=2)
     t.add_argument("--out", default="results", help="output folder; its cache/ makes reruns resume")
-    t.add_argument("--max-train", type=int, help="use N training images of the dataset (a seeded random sample)")
-    t.add_argument("--max-test", type=int, help="use N test images of the dataset (a seeded random sample)")
-    t.add_argument("--fisher-samples", type=int, help="at most N test samples per Fisher")
+    t.add_argument("--max-train", type=_count, help="use N training images of the dataset (a seeded random sample)")
+    t.add_argument("--max-test", type=_count, help="use N test images of the dataset (a seeded random sample)")
+    t.add_argument("--fisher-samples", type=_count, help="at most N test samples per Fisher")
     t.add_argument("--method", default="fisher", choices=["fisher", "cosine", "legacy"])
     t.add_argument("--head", default="shared", choices=["shared", "legacy"],
                    help="shared: every network has the task set's largest class count (default); legacy: the "
                    "authors' zero-padding")
     t.add_argument("--backend", default="auto", choices=BACKENDS)
-    t.add_argument("--batch-size", type=int, default=128, help="Fisher batch size")
+    t.add_argument("--batch-size", type=_count, default=128, help="Fisher batch size")
     t.add_argument("--device")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_distance)
@@ -252,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--split", default="test", help="which x_<split>/y_<split> arrays to use (default: test)")
     f.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "bce_with_logits"])
     f.add_argument("--fisher", default="empirical", choices=["empirical", "exact", "mc"])
-    f.add_argument("--mc-samples", type=int, default=1)
-    f.add_argument("--batch-size", type=int, default=128)
-    f.add_argument("--max-samples", type=int)
+    f.add_argument("--mc-samples", type=_count, default=1)
+    f.add_argument("--batch-size", type=_count, default=128)
+    f.add_argument("--max-samples", type=_count)
     f.add_argument("--device")
     f.set_defaults(func=cmd_fisher)
     _add_doctor_parser(sub)
@@ -286,7 +354,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     _maybe_init_distributed()
     try:
         return args.func(args)
-    except (ValueError, TypeError, FloatingPointError, RuntimeError, FileNotFoundError) as e:
+    except OSError as e:  # unwritable --out, full disk, missing files
+        where = f"{e.filename}: " if e.filename and str(e.filename) not in str(e.strerror or e) else ""
+        print(f"ftdfast {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FloatingPointError, RuntimeError) as e:
         print(f"ftdfast {args.command}: error: {e}", file=sys.stderr)
         return 2
 

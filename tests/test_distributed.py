@@ -106,8 +106,9 @@ def _handled_failures(rank: int, model, x, y) -> dict:
     bad = x.clone()
     if rank == 1:
         bad[21, 0, 3, 3] = float("nan")  # in rank 1's block (samples 15..28): its batch 1, sample 2
+    share = slice(0, 15) if rank == 0 else slice(15, N)  # each rank passes its own block
     try:
-        fisher(model, (bad, y))
+        fisher(model, (bad[share], y[share]))
         seen["fisher"] = "no error"
     except Exception as e:  # noqa: BLE001
         seen["fisher"] = f"{type(e).__name__}: {e}"
@@ -145,6 +146,8 @@ def _worker(rank: int, tmp: str, port: int) -> None:
     own = [(x[i:i + 3], y[i:i + 3]) for i in range(rank * 15, min(N, rank * 15 + 15), 3)]
     _record(out, "own-shards", fisher(model, own))
     _record(out, "own-shards-none-mode", fisher(model, (x[rank::2], y[rank::2]), shard="none"))
+    _record(out, "presharded-tuple", fisher(model, (x[rank::2], y[rank::2])))  # detected: not split again
+    _record(out, "presharded-tuple-equal-sizes", fisher(model, (x[:28][rank::2], y[:28][rank::2])))
     _record(out, "float32-accumulation", fisher(model, (x, y), dtype=torch.float32))
     _record(out, "one-sample", fisher(model, (x[:1], y[:1])))  # rank 1 has no sample
     _record(out, "sampler-one-sample", fisher(model, _sampler_loader(x[:1], y[:1], shuffle=False)))
@@ -223,6 +226,8 @@ def _references() -> dict:
         "ddp-not-distributed": full,
         "own-shards": full,
         "own-shards-none-mode": full,
+        "presharded-tuple": full,
+        "presharded-tuple-equal-sizes": fisher(model, (x[:28], y[:28])),
         "float32-accumulation": fisher(model, (x, y), dtype=torch.float32),
         "one-sample": fisher(model, (x[:1], y[:1])),
         "sampler-one-sample": fisher(model, (x[:1], y[:1])),
@@ -233,6 +238,7 @@ def _references() -> dict:
 
 SCENARIOS = ["tuple", "tuple-max-samples", "sampler-divisible", "sampler-padded", "sampler-max-samples",
              "sampler-batch-sampler", "ddp", "ddp-not-distributed", "own-shards", "own-shards-none-mode",
+             "presharded-tuple", "presharded-tuple-equal-sizes",
              "float32-accumulation", "one-sample", "sampler-one-sample", "sampler-drop-last",
              "loader-without-sampler"]
 

@@ -6,7 +6,10 @@
 //   pass 1: the two traces, each tensor's min (sign check) and sum_j sqrt(a_j b_j),
 //           which gives d^2 = 1 - sum_j sqrt(a_j b_j) / sqrt(tr_a tr_b) in one read;
 //   pass 2, only for close Fishers (d^2 < 1e-2, where that subtraction cancels
-//           digits): the fused sum of (sqrt(a / tr_a) - sqrt(b / tr_b))^2.
+//           digits) or traces far from 1 (where the raw products a_j b_j leave
+//           double's normal range): the fused sum of
+//           (sqrt(a) / sqrt(tr_a) - sqrt(b) / sqrt(tr_b))^2, each input
+//           normalized by its own trace before the two meet.
 // Each pass cuts every tensor into chunks and runs all chunks with one
 // at::parallel_for; a chunk's double partial goes to its own slot and slots
 // are summed in order, so the result does not depend on the thread count.
@@ -18,7 +21,8 @@
 // takes their sums and minimums (traces, sign checks) and forms all R x C inner
 // products on it (a GEMM of the square roots that is never materialised:
 // memory-bandwidth bound for the usual few rows). Close pairs (d^2 < 1e-2) are
-// then recomputed from the definition, as in fisher_distance's second pass.
+// then recomputed from the definition, as in fisher_distance's second pass, and
+// so are pairs whose traces are far from 1 (see raw_products_in_range).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -133,40 +137,27 @@ FTDFAST_TARGET_CLONES SumMin sum_min(const scalar_t* __restrict__ x, int64_t n) 
 template <typename scalar_t>
 FTDFAST_DIST_TARGET_AVX double sq_diff_of_sqrts_avx(const scalar_t* __restrict__ a,
                                                     const scalar_t* __restrict__ b, int64_t n,
-                                                    double inv_a, double inv_b) {
-  const __m256d ia = _mm256_set1_pd(inv_a), ib = _mm256_set1_pd(inv_b);
+                                                    double rs_a, double rs_b) {
+  const __m256d ia = _mm256_set1_pd(rs_a), ib = _mm256_set1_pd(rs_b);
   __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    const __m256d d0 = _mm256_sub_pd(_mm256_sqrt_pd(_mm256_mul_pd(load4(a + j), ia)),
-                                     _mm256_sqrt_pd(_mm256_mul_pd(load4(b + j), ib)));
-    const __m256d d1 = _mm256_sub_pd(_mm256_sqrt_pd(_mm256_mul_pd(load4(a + j + 4), ia)),
-                                     _mm256_sqrt_pd(_mm256_mul_pd(load4(b + j + 4), ib)));
+    const __m256d d0 = _mm256_sub_pd(_mm256_mul_pd(_mm256_sqrt_pd(load4(a + j)), ia),
+                                     _mm256_mul_pd(_mm256_sqrt_pd(load4(b + j)), ib));
+    const __m256d d1 = _mm256_sub_pd(_mm256_mul_pd(_mm256_sqrt_pd(load4(a + j + 4)), ia),
+                                     _mm256_mul_pd(_mm256_sqrt_pd(load4(b + j + 4)), ib));
     s0 = _mm256_add_pd(s0, _mm256_mul_pd(d0, d0));
     s1 = _mm256_add_pd(s1, _mm256_mul_pd(d1, d1));
   }
   double r = hsum(_mm256_add_pd(s0, s1));
   for (; j < n; ++j) {
-    const double d = std::sqrt(static_cast<double>(a[j]) * inv_a) -
-                     std::sqrt(static_cast<double>(b[j]) * inv_b);
+    const double d = std::sqrt(static_cast<double>(a[j])) * rs_a -
+                     std::sqrt(static_cast<double>(b[j])) * rs_b;
     r += d * d;
   }
   return r;
 }
 
-// sqrt_scaled with 4-wide AVX.
-template <typename scalar_t>
-FTDFAST_DIST_TARGET_AVX void sqrt_scaled_avx(double* __restrict__ out, const scalar_t* __restrict__ x,
-                                             int64_t n, double inv) {
-  const __m256d iv = _mm256_set1_pd(inv);
-  int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    _mm256_storeu_pd(out + j, _mm256_sqrt_pd(_mm256_mul_pd(load4(x + j), iv)));
-  }
-  for (; j < n; ++j) {
-    out[j] = std::sqrt(static_cast<double>(x[j]) * inv);
-  }
-}
 #endif
 
 // One pass over a chunk of both lists: their sums and minimums (for the traces
@@ -241,27 +232,30 @@ PairStats pair_stats(const scalar_t* __restrict__ a, const scalar_t* __restrict_
   return pair_stats_scalar(a, b, n);
 }
 
-// sum_j (sqrt(a[j] * inv_a) - sqrt(b[j] * inv_b))^2 over [0, n), in double.
+// sum_j (sqrt(a[j]) rs_a - sqrt(b[j]) rs_b)^2 over [0, n), in double, with
+// rs = 1 / sqrt(trace): each input is normalized by its own trace before any
+// product of the two, and 1 / sqrt(trace) is finite for every positive double
+// trace (1 / trace overflows below a trace of ~5.6e-309).
 template <typename scalar_t>
 double sq_diff_of_sqrts(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n,
-                        double inv_a, double inv_b) {
+                        double rs_a, double rs_b) {
 #ifdef FTDFAST_DIST_AVX
   if (has_avx()) {
-    return sq_diff_of_sqrts_avx(a, b, n, inv_a, inv_b);
+    return sq_diff_of_sqrts_avx(a, b, n, rs_a, rs_b);
   }
 #endif
   double s[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const double d = std::sqrt(static_cast<double>(a[j + l]) * inv_a) -
-                       std::sqrt(static_cast<double>(b[j + l]) * inv_b);
+      const double d = std::sqrt(static_cast<double>(a[j + l])) * rs_a -
+                       std::sqrt(static_cast<double>(b[j + l])) * rs_b;
       s[l] += d * d;
     }
   }
   for (; j < n; ++j) {
-    const double d = std::sqrt(static_cast<double>(a[j]) * inv_a) -
-                     std::sqrt(static_cast<double>(b[j]) * inv_b);
+    const double d = std::sqrt(static_cast<double>(a[j])) * rs_a -
+                     std::sqrt(static_cast<double>(b[j])) * rs_b;
     s[0] += d * d;
   }
   double r = 0.0;
@@ -269,19 +263,6 @@ double sq_diff_of_sqrts(const scalar_t* __restrict__ a, const scalar_t* __restri
     r += s[l];
   }
   return r;
-}
-
-// out[j] = sqrt(x[j] * inv) over [0, n), in double.
-template <typename scalar_t>
-void sqrt_scaled(double* __restrict__ out, const scalar_t* __restrict__ x, int64_t n, double inv) {
-#ifdef FTDFAST_DIST_AVX
-  if (has_avx()) {
-    return sqrt_scaled_avx(out, x, n, inv);
-  }
-#endif
-  for (int64_t j = 0; j < n; ++j) {
-    out[j] = std::sqrt(static_cast<double>(x[j]) * inv);
-  }
 }
 
 // Sum and min of each span (data[s], numel[s]): all chunks of all spans in
@@ -324,6 +305,23 @@ double check_trace(const std::vector<SumMin>& per_tensor, const char* list_name)
 // the inner product carries a relative error of ~1e-16 x sqrt(P), so d^2 >= 1e-2
 // keeps d accurate to ~1e-13 relative.
 constexpr double kOnePassMinD2 = 1e-2;
+
+// Pass 1 multiplies raw entries (sqrt(a_j b_j), or sqrt(a_j) sqrt(b_j) in the
+// matrix pass) before normalizing. Each such product is at most
+// s^2 = tr_a tr_b (resp. s), so with s = sqrt(tr_a) sqrt(tr_b) in
+// [kRawMinScale, kRawMaxScale] no product overflows and every product that
+// matters (>= 1e-30 of s, resp. s^2) stays above the smallest normal double
+// (2.2e-308). Outside (Fishers scaled by ~1e-100 or ~1e+150, e.g. float64
+// Fishers of tiny losses), the raw products lose digits to subnormals or
+// overflow: the pair is then computed by pass 2, which normalizes each input
+// by its own trace first. float32 inputs (widened to double) are always inside.
+constexpr double kRawMinScale = 1e-100;
+constexpr double kRawMaxScale = 1e+150;
+
+bool raw_products_in_range(double tr_a, double tr_b) {
+  const double s = std::sqrt(tr_a) * std::sqrt(tr_b);
+  return s >= kRawMinScale && s <= kRawMaxScale;
+}
 
 at::Tensor fisher_distance_cpu(at::TensorList f_a, at::TensorList f_b) {
   const auto p = make_fisher_distance_params(f_a, f_b);
@@ -368,14 +366,14 @@ at::Tensor fisher_distance_cpu(at::TensorList f_a, at::TensorList f_b) {
     // (d^2 < kOnePassMinD2) the subtraction cancels digits; pass 2 then sums the
     // squared differences of the square roots directly.
     d2 = 1.0 - root_products / (std::sqrt(tr_a) * std::sqrt(tr_b));
-    if (!(d2 >= kOnePassMinD2)) {
-      const double inv_a = 1.0 / tr_a, inv_b = 1.0 / tr_b;
+    if (!(d2 >= kOnePassMinD2) || !raw_products_in_range(tr_a, tr_b)) {
+      const double rs_a = 1.0 / std::sqrt(tr_a), rs_b = 1.0 / std::sqrt(tr_b);
       std::vector<double> partial(chunks.size());
       at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
         for (int64_t c = begin; c < end; ++c) {
           const Chunk& ch = chunks[c];
           partial[c] = sq_diff_of_sqrts(pa[ch.span] + ch.begin, pb[ch.span] + ch.begin,
-                                        ch.end - ch.begin, inv_a, inv_b);
+                                        ch.end - ch.begin, rs_a, rs_b);
         }
       });
       d2 = 0.0;
@@ -692,16 +690,16 @@ std::vector<double> checked_sums(const std::vector<SumMin>& per_row, const char*
   return sums;
 }
 
-// d^2 of one pair from its definition, 0.5 sum_k (sqrt(a_k inv_a) - sqrt(b_k inv_b))^2,
+// d^2 of one pair from its definition, 0.5 sum_k (sqrt(a_k) rs_a - sqrt(b_k) rs_b)^2,
 // in chunks run in parallel and summed in order: the cancellation-free value.
 template <typename scalar_t>
-double exact_d2(const scalar_t* a, const scalar_t* b, int64_t P, double inv_a, double inv_b) {
+double exact_d2(const scalar_t* a, const scalar_t* b, int64_t P, double rs_a, double rs_b) {
   const auto chunks = make_chunks({P});
   std::vector<double> partial(chunks.size());
   at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       partial[c] = sq_diff_of_sqrts(a + chunks[c].begin, b + chunks[c].begin, chunks[c].end - chunks[c].begin,
-                                    inv_a, inv_b);
+                                    rs_a, rs_b);
     }
   });
   double d2 = 0.0;
@@ -740,8 +738,8 @@ at::Tensor fisher_distance_matrix_cpu(const at::Tensor& rows_in, const at::Tenso
         double d2 = 1.0 - pass.products[i * p.c + j] / (std::sqrt(sum_r[i]) * std::sqrt(sum_c[j]));
         if (same && i == j) {
           d2 = 0.0;
-        } else if (!(d2 >= kOnePassMinD2)) {
-          d2 = exact_d2(r + i * p.p, c + j * p.p, p.p, 1.0 / sum_r[i], 1.0 / sum_c[j]);
+        } else if (!(d2 >= kOnePassMinD2) || !raw_products_in_range(sum_r[i], sum_c[j])) {
+          d2 = exact_d2(r + i * p.p, c + j * p.p, p.p, 1.0 / std::sqrt(sum_r[i]), 1.0 / std::sqrt(sum_c[j]));
         }
         out[i * p.c + j] = std::sqrt(std::min(1.0, std::max(0.0, d2)));
       }

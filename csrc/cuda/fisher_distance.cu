@@ -9,7 +9,9 @@
 // entries and each pass runs one block per chunk (of any tensor: a block
 // finds its tensor by binary search in the table):
 //   pass 1: per chunk the sums and mins of f_a and f_b;
-//   pass 2: per chunk the sum of (sqrt(a / tr_a) - sqrt(b / tr_b))^2.
+//   pass 2: per chunk the sum of (sqrt(a) / sqrt(tr_a) - sqrt(b) / sqrt(tr_b))^2
+//           (no product of raw entries: Fishers scaled by 1e-200 or 1e+150
+//           give the distance of the unscaled ones).
 // Each block writes its partial to its own slot; the last block of a pass to
 // finish (a counter, after a memory fence) reduces all slots in a fixed order,
 // so the result is deterministic. Everything is accumulated in double.
@@ -151,7 +153,9 @@ __global__ void __launch_bounds__(kThreads) fisher_pass2(FisherDistanceArgs<T> p
   const T* __restrict__ a = p.segments[k].a;
   const T* __restrict__ b = p.segments[k].b;
   double* result = p.workspace + fisher_result_offset(p.chunks);
-  const double inv_a = 1.0 / result[kTraceA], inv_b = 1.0 / result[kTraceB];
+  // Each input normalized by its own trace before the two meet; 1 / sqrt(trace)
+  // is finite for every positive double trace (1 / trace overflows below ~5.6e-309).
+  const double rs_a = 1.0 / sqrt(result[kTraceA]), rs_b = 1.0 / sqrt(result[kTraceB]);
   double v[1] = {0.0};
   for (int64_t base = begin + threadIdx.x; base < end; base += kThreads * kUnroll) {
     T va[kUnroll], vb[kUnroll];
@@ -164,7 +168,7 @@ __global__ void __launch_bounds__(kThreads) fisher_pass2(FisherDistanceArgs<T> p
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       // Entries past the end are 0 on both sides: they add 0.
-      const double d = sqrt(static_cast<double>(va[u]) * inv_a) - sqrt(static_cast<double>(vb[u]) * inv_b);
+      const double d = sqrt(static_cast<double>(va[u])) * rs_a - sqrt(static_cast<double>(vb[u])) * rs_b;
       v[0] += d * d;
     }
   }

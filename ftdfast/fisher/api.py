@@ -11,7 +11,8 @@ from .. import distributed as D
 from ..progress import progress_bar
 from . import rules as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from .backends import BACKENDS, ParamTable
-from .data import num_samples_hint, stream_batches
+from .checks import check_parameters, checked_batches
+from .data import check_count, num_samples_hint, stream_batches
 from .losses import FISHER_KINDS, LossArg, resolve_loss
 from .parallel import SHARD_MODES, Shard, all_reduce_sums, shard_data, unwrap_model, use_distributed
 from .result import FisherDiagonal
@@ -64,6 +65,11 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             says so otherwise); it is never modified, and ``.grad`` is left untouched.
             ``DistributedDataParallel`` / ``DataParallel`` wrappers are unwrapped: the
             result's names are those of the inner module (no ``module.`` prefix).
+            The forward must be deterministic: randomness that eval mode does not switch
+            off, such as a functional ``F.dropout(x, p, training=True)`` (write
+            ``training=self.training``), randomizes every gradient; two identical forwards
+            of the first batch's first samples are compared and an error says so when
+            they differ.
         data: a ``DataLoader``, any iterable of ``(inputs, targets)`` batches, or a tuple
             ``(X, y)`` of tensors/arrays (n first) that is sliced into ``batch_size`` batches.
             Batches stream: memory does not grow with N.
@@ -105,7 +111,8 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             draws its own labels from ``generator``: a valid draw, not the
             single-process one.
         shard: how a rank finds its share of ``data`` when distributed. ``"auto"``: a
-            tuple ``(X, y)`` (the same on every rank) is split into contiguous blocks; a
+            tuple ``(X, y)`` that is the same on every rank is split into contiguous
+            blocks, one that differs (e.g. ``(X[r::W], y[r::W])``) is this rank's share; a
             ``DataLoader`` with a ``DistributedSampler`` is used as is (the samples it
             repeats to pad are skipped); any other data is taken as this rank's own
             shard. ``"none"``: every rank's data is its own shard, used as it is. See
@@ -127,8 +134,8 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     backend = _pick_backend(backend)
     if backend == "legacy" and fisher != "empirical":
         raise ValueError("backend='legacy' reproduces the authors' empirical estimate only; use fisher='empirical'")
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
+    batch_size = check_count(batch_size, "batch_size")
+    max_samples = check_count(max_samples, "max_samples", optional=True)
     if shard not in SHARD_MODES:
         raise ValueError(f"shard={shard!r} is not one of {SHARD_MODES}")
     parallel = use_distributed(distributed)
@@ -142,6 +149,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     if not table.params:
         raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False); "
                          "unfreeze the parameters whose Fisher you want")
+    check_parameters(table.params)
     if device is None:
         device = next(iter(table.params.values())).device
     device = torch.device(device)
@@ -163,8 +171,9 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         desc = f"Fisher ({used}, rank 0 of {world})" if parallel else f"Fisher ({used})"
         with progress_bar(total=part.total, enabled=progress and rank == 0, desc=desc, unit="sample") as bar, \
                 use_impl(impl):
-            for batch in stream_batches(part.data, batch_size=batch_size, max_samples=part.max_samples,
-                                        device=device):
+            for batch in checked_batches(stream_batches(part.data, batch_size=batch_size,
+                                                        max_samples=part.max_samples, device=device),
+                                         model, lambda: engine.acc):
                 def grads_for(out, batch=batch):
                     spec.check(out, batch.targets, batch.index)
                     return spec.output_grads(out, batch.targets, fisher, mc_samples=mc_samples,

@@ -13,6 +13,7 @@ Accepted forms:
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
@@ -120,13 +121,23 @@ def num_samples_hint(data: Any) -> Optional[int]:
     return None
 
 
+def check_count(value: Any, name: str, *, optional: bool = False) -> Optional[int]:
+    """``value`` as an int >= 1 (None passes when ``optional``); else an error naming ``name``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        kind = "an int >= 1 or None" if optional else "an int >= 1"
+        raise TypeError(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1{' or None' if optional else ''}, got {value}")
+    return int(value)
+
+
 def stream_batches(data: Any, *, batch_size: int, max_samples: Optional[int],
                    device: Optional[torch.device], check_finite: bool = True) -> Iterator[Batch]:
     """Yield :class:`Batch` objects on ``device``, stopping after ``max_samples`` samples."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
+    batch_size = check_count(batch_size, "batch_size")
+    max_samples = check_count(max_samples, "max_samples", optional=True)
     if isinstance(data, tuple):
         source: Iterable = _tuple_batches(data, batch_size)
     elif isinstance(data, (torch.Tensor, dict)) or not hasattr(data, "__iter__"):

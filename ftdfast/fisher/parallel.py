@@ -8,9 +8,15 @@ flag appended), so every rank ends with the same ``F = (sum over ranks of S_r) /
 Sharding (``shard=``):
 
 - ``"auto"`` (default):
-    - a tuple ``(X, y)``: the first ``max_samples`` samples (all by default) are cut
-      into W contiguous blocks (:func:`ftdfast.distributed.shard_indices`); rank r
-      streams block r, a view (no copy). Every rank must pass the same ``(X, y)``.
+    - a tuple ``(X, y)`` that is the same on every rank: the first ``max_samples``
+      samples (all by default) are cut into W contiguous blocks
+      (:func:`ftdfast.distributed.shard_indices`); rank r streams block r, a view (no
+      copy). A tuple that differs between ranks (e.g. ``(X[r::W], y[r::W])``, each
+      rank's share) is this rank's own shard, used as it is. "The same" is decided
+      once per call by :func:`tuple_fingerprint` (shapes and a few sampled rows),
+      gathered from every rank: one all-gather of 5 numbers. Equal data seen as
+      different costs only work (every rank then uses all of it: the same Fisher);
+      different data that happened to match in every sampled row would be split.
     - a ``DataLoader`` with a ``DistributedSampler`` (as the sampler or inside its
       batch sampler): used as it is. The sampler pads its index list by repeating
       samples when ``len(dataset) % W != 0`` (``drop_last=False``); the repeats are the
@@ -41,7 +47,7 @@ import torch.nn as nn
 
 from .. import distributed as D
 from .backends import ParamTable
-from .data import map_tensors, num_samples_hint, split_tuple
+from .data import iter_tensors, map_tensors, num_samples_hint, split_tuple
 
 SHARD_MODES = ("auto", "none")
 
@@ -104,10 +110,51 @@ def _own_shard(data: Any, max_samples: Optional[int], rank: int, world: int) -> 
     return Shard(data, cap, cap if hint is None else min(hint, cap))
 
 
+# Rows of a tuple that tuple_fingerprint reads (evenly spaced, first and last included).
+FINGERPRINT_ROWS = 16
+
+
+def tuple_fingerprint(data: tuple) -> torch.Tensor:
+    """4 float64 numbers that tell tuples ``(X, y)`` apart cheaply: N, the total entry count, and the
+    plain and position-weighted sums of up to :data:`FINGERPRINT_ROWS` evenly spaced samples of every
+    tensor (NaN and inf mapped to finite numbers, so equal data gives equal numbers)."""
+    x, y, n = split_tuple(data)
+    rows = torch.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).round().long()
+    count, total, weighted = 0, 0.0, 0.0
+    for k, t in enumerate([*iter_tensors(x), y]):
+        v = torch.nan_to_num(t[rows.to(t.device)].detach().to("cpu", torch.float64).reshape(-1))
+        position = torch.arange(1, v.numel() + 1, dtype=torch.float64) * (k + 1)
+        count += t.numel()
+        total += float(v.sum())
+        weighted += float((v * position).sum())
+    return torch.tensor([n, count, total, weighted], dtype=torch.float64)
+
+
+def tuple_is_replicated(data: tuple, world: int) -> bool:
+    """Whether every rank holds the same tuple (by :func:`tuple_fingerprint`). Collective.
+
+    A rank whose tuple is malformed still joins the gather, then raises its error.
+    """
+    import torch.distributed as dist
+    error = None
+    try:
+        mine = torch.cat([tuple_fingerprint(data), torch.zeros(1, dtype=torch.float64)])
+    except Exception as e:  # noqa: BLE001 - raised after the gather, so no rank is left waiting
+        mine, error = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64), e
+    where = D.collective_device()
+    gathered = [torch.empty(5, dtype=torch.float64, device=where) for _ in range(world)]
+    dist.all_gather(gathered, mine.to(where))
+    if error is not None:
+        raise error
+    return all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
+
+
 def shard_data(data: Any, *, mode: str, max_samples: Optional[int], rank: int, world: int) -> Shard:
     """Rank ``rank``'s part of ``data`` under ``shard=mode`` (see the module docs)."""
     from torch.utils.data import DataLoader, IterableDataset
     if mode == "none":
+        return _own_shard(data, max_samples, rank, world)
+    if isinstance(data, tuple) and not tuple_is_replicated(data, world):
         return _own_shard(data, max_samples, rank, world)
     if isinstance(data, tuple):
         x, y, n = split_tuple(data)

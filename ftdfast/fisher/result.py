@@ -1,15 +1,35 @@
 """``FisherDiagonal``: a read-only mapping from parameter name to its Fisher diagonal."""
 from __future__ import annotations
 
+import io
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..atomic import atomic_torch_save
+from ..atomic import atomic_write_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: a bare torch.save of the payload; 2: the same payload inside the cache's checksum framing
+FILE_MAGIC = b"ftdfast-fisher 2\n"
+_FORMAT = "ftdfast.FisherDiagonal"
+
+
+def check_values(values: Mapping, where: str) -> Optional[str]:
+    """What is wrong with ``values`` as Fisher diagonals (not tensors, not floating, NaN/inf, negative), or None."""
+    for name, v in values.items():
+        if not isinstance(name, str) or not isinstance(v, torch.Tensor):
+            return f"{where}[{name!r}] is a {type(v).__name__}, not a tensor"
+        if not v.is_floating_point():
+            return f"{where}[{name!r}] has dtype {v.dtype}, not a floating dtype"
+        if v.numel() == 0:
+            continue
+        if not bool(torch.isfinite(v).all()):
+            return f"{where}[{name!r}] has NaN or infinite entries"
+        if float(v.min()) < 0:
+            return f"{where}[{name!r}] has negative entries (min {float(v.min()):.6g})"
+    return None
 
 
 class FisherDiagonal(Mapping):
@@ -59,6 +79,10 @@ class FisherDiagonal(Mapping):
     def normalized(self) -> "FisherDiagonal":
         """Scaled to unit trace over the whole model (what the task distance compares)."""
         tr = self.trace()
+        if not math.isfinite(tr):
+            raise ValueError(f"cannot normalize a Fisher diagonal with trace {tr}: it is not finite (NaN or "
+                             "infinite entries, e.g. squared gradients that overflowed); recompute it in float64 "
+                             "or with rescaled inputs")
         if not tr > 0:
             raise ValueError(f"cannot normalize a Fisher diagonal with trace {tr}: it is all zeros "
                              "(no gradient reached the parameters)")
@@ -102,20 +126,69 @@ class FisherDiagonal(Mapping):
 
     # ---------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: a temporary file in the same folder, then a rename."""
-        payload = {"format": "ftdfast.FisherDiagonal", "version": FORMAT_VERSION,
+        """Write atomically (a temporary file in the same folder, then a rename), with a sha256 checksum.
+
+        The file is :data:`FILE_MAGIC`, a checksum line and a ``torch.save`` of plain data
+        (the framing of :mod:`ftdfast.cache`); :meth:`load` verifies all of it. Refuses
+        NaN, infinite or negative entries (a file that :meth:`load` would refuse).
+        """
+        from ..cache import frame
+        problem = check_values(self._values, "values")
+        if problem:
+            raise ValueError(f"cannot save {os.fspath(path)}: {problem}")
+        payload = {"format": _FORMAT, "version": FORMAT_VERSION,
                    "values": {k: v.cpu() for k, v in self._values.items()},
                    "num_samples": self.num_samples, "meta": self.meta}
-        atomic_torch_save(payload, path)
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        atomic_write_bytes(path, frame(buf.getvalue(), FILE_MAGIC))
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "FisherDiagonal":
-        """Read a file written by :meth:`save`."""
-        payload = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != "ftdfast.FisherDiagonal":
-            raise ValueError(f"{os.fspath(path)} is not a FisherDiagonal file written by ftdfast")
-        if payload.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{os.fspath(path)} has format version {payload['version']}; this ftdfast reads "
-                             f"up to {FORMAT_VERSION}: upgrade ftdfast")
-        return cls(payload["values"], payload["num_samples"], payload["meta"])
+        """Read a file written by :meth:`save`, after checking it.
 
+        Raises ``ValueError("PATH is not a readable FisherDiagonal file (why)")`` for an empty,
+        truncated, altered (checksum) or foreign file, and for one whose values are not
+        finite, non-negative floating tensors; ``FileNotFoundError`` when there is no file.
+        Files of format version 1 (ftdfast before the checksum, a bare ``torch.save``)
+        still load, with the value checks but no checksum: save them again to add one.
+        """
+        from ..cache import CorruptEntry, unframe
+        name = os.fspath(path)
+
+        def unreadable(why: str) -> ValueError:
+            return ValueError(f"{name} is not a readable FisherDiagonal file ({why})")
+
+        with open(name, "rb") as f:
+            raw = f.read()
+        if raw.startswith(b"PK\x03\x04"):  # version 1: a bare torch.save (a zip archive)
+            body = raw
+        else:
+            try:
+                body = unframe(raw, FILE_MAGIC)
+            except CorruptEntry as e:
+                raise unreadable(str(e)) from None
+        try:
+            payload = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - whatever torch.load says, the file is not ours or is damaged
+            first = (str(e).splitlines() or [""])[0]
+            if "weights" in first.lower():  # not torch's advice to load untrusted code with weights_only=False
+                first = "it holds objects other than tensors and plain data"
+            raise unreadable(f"torch.load failed: {type(e).__name__}: {first}") from None
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise unreadable(f"it holds no {_FORMAT} record")
+        version = payload.get("version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"{name} has FisherDiagonal format version {version!r}; this ftdfast reads up to "
+                             f"{FORMAT_VERSION}: upgrade ftdfast")
+        values, n, meta = payload.get("values"), payload.get("num_samples"), payload.get("meta")
+        if not isinstance(values, dict):
+            raise unreadable("its values are not a dict of tensors")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise unreadable(f"num_samples is {n!r}, not a positive int")
+        if not isinstance(meta, dict):
+            raise unreadable("its meta is not a dict")
+        problem = check_values(values, "values")
+        if problem:
+            raise unreadable(problem)
+        return cls(values, n, meta)

@@ -78,7 +78,7 @@ def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):
 def test_load_rejects_other_files(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"x": 1}, path)
-    with pytest.raises(ValueError, match="not a FisherDiagonal file"):
+    with pytest.raises(ValueError, match="is not a readable FisherDiagonal file"):
         FisherDiagonal.load(path)
 
 
