@@ -14,22 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def per_sample_losses(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    if loss == "cross_entropy":
-        return F.cross_entropy(out, y, reduction="none")
-    if loss == "mse":
-        return (out - y).pow(2).reshape(out.shape[0], -1).sum(1)
-    raise ValueError(f"unknown loss {loss!r}")
-
-
-def fisher_reference(model: nn.Module, inputs, y: torch.Tensor, loss: str = "cross_entropy"
-                     ) -> Dict[str, torch.Tensor]:
-    """``{name: (1/N) sum_n (d loss_n / d theta)^2}`` for every trainable parameter (zeros if unused)."""
+def fisher_reference(model: nn.Module, inputs, y: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``{name: (1/N) sum_n (d loss_n / d theta)^2}`` for every trainable parameter (zeros if unused),
+    with ``loss_n`` the cross-entropy of sample n's logits (n, C) and integer label."""
     named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     with torch.enable_grad():
         out = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
-        losses = per_sample_losses(out, y, loss)
+        losses = F.cross_entropy(out, y, reduction="none")
         acc = [torch.zeros_like(p) for p in params]
         for n in range(losses.shape[0]):
             grads = torch.autograd.grad(losses[n], params, retain_graph=True, allow_unused=True)
