@@ -150,7 +150,8 @@ def run(model_ids: List[str], repeat: int, log=print) -> List[dict]:
         row = {"model": mid, "n": len(y), "params": sum(p.numel() for p in model.parameters()),
                "error": error, "fallback": _fallbacks(model), "failed": failed, "fb_ms": base, "fb_peak_mb": peaks["f+b"],
                "ratios": {k: v["median_ms"] / base for k, v in times.items() if k != "f+b"},
-               "peak_ratios": {k: (peaks[k] / peaks["f+b"] if peaks["f+b"] > 0 else float("nan"))
+               "peak_mb": peaks,
+               "peak_ratios": {k: (peaks[k] / peaks["f+b"] if peaks["f+b"] >= 1 else float("nan"))
                                for k in peaks if k != "f+b"},
                "runs_ms": {k: v["runs_ms"] for k, v in times.items()}}
         rows.append(row)
@@ -161,10 +162,10 @@ def run(model_ids: List[str], repeat: int, log=print) -> List[dict]:
 def format_row(r: dict) -> str:
     err = f"{r['error']:.0e}" if isinstance(r["error"], float) else r["error"]
     ratios = " ".join(f"{k}={v:.2f}x" for k, v in r["ratios"].items())
-    peaks = " ".join(f"{k}={v:.1f}x" for k, v in r["peak_ratios"].items())
+    peaks = " ".join(f"{k}={v:.0f}" for k, v in r["peak_mb"].items())
     failed = "".join(f"  {k} FAILED ({v})" for k, v in r["failed"].items())
     return (f"{r['model']:<28} P={r['params']:>9,} err={err:<8} f+b={r['fb_ms']:.1f} ms  {ratios}  "
-            f"peak(f+b={r['fb_peak_mb']:.0f} MB): {peaks}  fallback: {', '.join(r['fallback']) or '-'}{failed}")
+            f"peak MB: {peaks}  fallback: {', '.join(r['fallback']) or '-'}{failed}")
 
 
 def main(argv=None) -> int:

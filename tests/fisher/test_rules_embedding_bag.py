@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 import ftdfast
+from ftdfast.fisher import fallback
 
 from ..zoo.reference import fisher_reference, max_relative_errors
 
@@ -82,7 +83,7 @@ def test_embedding_bag_matches_reference(case):
     assert max(errors.values()) <= 1e-10, errors
 
 
-def test_max_norm_declines_to_the_exact_fallback():
+def test_max_norm_declines_to_the_exact_fallback(monkeypatch):
     """max_norm renormalises the table inside the forward. (scale_grad_by_freq declines too, but its
     gradient scales by the id frequencies of the whole batch: not a per-sample quantity to test.)"""
     torch.manual_seed(0)
@@ -90,6 +91,7 @@ def test_max_norm_declines_to_the_exact_fallback():
     ids = torch.randint(0, 7, (4, 3), generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 1, 0])
     want = fisher_reference(model, ids, y)
+    monkeypatch.setattr(fallback, "_WARNED", set())  # it warns once per process
     with pytest.warns(UserWarning, match="does not cover this configuration"):
         got = ftdfast.fisher_diagonal(model, (ids, y), progress=False)
     assert max(max_relative_errors(got, want).values()) <= 1e-10

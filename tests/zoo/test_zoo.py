@@ -33,8 +33,6 @@ XFAIL = {
                "(decoder.embed_positions.weight off by 0.89)",
     "hf-t5": "issue 11 section 1a: relative_attention_bias on (q, k) bucket ids without a batch dimension "
              "(off by 5.3e-3)",
-    "torch-two-stacked-grus": "issue 11 section 1b: two deferred fallback units crash with "
-                              "KeyError: FuncGrad in squares.sum_of_squares",
 }
 
 
