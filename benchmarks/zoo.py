@@ -11,7 +11,7 @@ first 4 samples, then interleaved timing (median of ``--repeat`` rounds after a 
 - ``native64`` / ``native32``: ``fisher_diagonal`` (backend "auto": native kernels where built)
   accumulating in float64 / float32;
 - ``func``: ``backend="func"`` (whole-model torch.func per-sample gradients), where the model has
-  under 5M parameters (it holds N x P numbers); ``backpack`` when BackPACK is installed.
+  under 2M parameters (it holds N x P numbers); ``backpack`` when BackPACK is installed.
 
 Peak memory: the process's resident-set high-water mark during one call above what it held
 before (``/proc/self/clear_refs``), in the same process, with glibc's mmap threshold at 64 KiB
@@ -47,7 +47,7 @@ from tests.zoo.reference import fisher_reference, max_relative_errors  # noqa: E
 
 N = 32
 CHECK = 4
-FUNC_MAX_PARAMS = 5_000_000
+FUNC_MAX_PARAMS = 2_000_000
 
 
 def _vit():

@@ -128,3 +128,61 @@ def test_rules_register_whichever_is_imported_first(order):
                                 "print(find_rule(pu.Conv1D(3, 2)).name)"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "hf_conv1d", out.stderr
+
+
+def _bn_act(act):
+    def build():
+        layer = _timm().BatchNormAct2d(4, act_layer=act)
+        with torch.no_grad():
+            layer.running_mean.normal_(0, 0.3)
+            layer.running_var.uniform_(0.5, 2.0)
+        return layer
+    return build
+
+
+def _scaled_embedding(module, cls, **kw):
+    return lambda: getattr(_hf(module), cls)(11, 4, padding_idx=1, **kw)
+
+
+class Tokens(nn.Module):
+    """ids (n, t) -> embedding under test -> mean over t -> Linear."""
+
+    def __init__(self, emb):
+        super().__init__()
+        self.emb, self.fc = emb, nn.Linear(emb.embedding_dim, 3)
+
+    def forward(self, ids):
+        return self.fc(torch.tanh(self.emb(ids)).mean(1))
+
+
+@pytest.mark.parametrize("act", ["relu-inplace", "gelu", "identity"])
+def test_timm_batchnorm_act(act):
+    timm_layers = _timm()
+    acts = {"relu-inplace": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "identity": nn.Identity}
+    torch.manual_seed(0)
+    layer = _bn_act(acts[act])()
+    assert find_rule(layer) is not None and isinstance(layer, timm_layers.BatchNormAct2d)
+    model = Around(_randomize(layer), 3, 4, channels_first=True).double().eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(3, 3, 2, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (3,), generator=g)
+    want = fisher_reference(model, x, y)
+    got = ftdfast.fisher_diagonal(model, (x, y), strict=True, progress=False)
+    assert max(max_relative_errors(got, want).values()) <= 1e-10
+
+
+@pytest.mark.parametrize("module,cls,kw", [
+    ("transformers.models.bart.modeling_bart", "BartScaledWordEmbedding", dict(embed_scale=2.5)),
+    ("transformers.models.gemma.modeling_gemma", "GemmaTextScaledWordEmbedding", dict(embed_scale=3.0)),
+], ids=["bart-float-scale", "gemma-tensor-scale"])
+def test_hf_scaled_word_embedding(module, cls, kw):
+    emb = _scaled_embedding(module, cls, **kw)()
+    assert find_rule(emb) is not None, f"no rule for {cls}"
+    torch.manual_seed(0)
+    model = Tokens(emb).double().eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 11, (4, 5), generator=g)
+    ids[:, 1] = ids[:, 0]
+    y = torch.randint(0, 3, (4,), generator=g)
+    want = fisher_reference(model, ids, y)
+    got = ftdfast.fisher_diagonal(model, (ids, y), strict=True, progress=False)
+    assert max(max_relative_errors(got, want).values()) <= 1e-10

@@ -12,17 +12,17 @@ over the last dimension, so per sample ``G_weight = sum over positions of b * x_
 - timm's ``RmsNorm``: in the input's dtype (``F.rms_norm`` on the fast path).
 
 transformers defines one copy of its norm class per model file, so a class is recognised by
-the source of its ``forward`` (whitespace aside), never by its name: a class that computes
-something else (Gemma's ``1 + weight``) does not match and keeps the fallback.
+the source of its ``forward`` (:mod:`._by_source`): a class that computes something else
+(Gemma's ``1 + weight``) does not match and keeps the fallback.
 """
 from __future__ import annotations
 
-import inspect
 import sys
 
 import torch
 
 from ..registry import Call, register_rule
+from ._by_source import is_transformers_modeling, register_by_forward_source
 from ._on_import import when_imported
 from .norm import _affine
 
@@ -43,12 +43,6 @@ def forward(self, hidden_states):
         hidden_states = hidden_states.to(self.weight.dtype)
     return self.weight * hidden_states
 """
-
-
-def _code(src: str) -> str:
-    """Source without comments, blank lines or whitespace: equal for the same computation."""
-    lines = [line.split("#", 1)[0] for line in src.splitlines()]
-    return "".join("".join(line.split()) for line in lines)
 
 
 def _rows(module, call: Call):
@@ -94,27 +88,10 @@ def timm_rms_norm(module, call: Call):
     return _affine(module, x_hat, g, -1)
 
 
-_BY_CODE = {_code(_LLAMA_FORWARD): llama_rms_norm, _code(_T5_FORWARD_CODE): t5_layer_norm}
-
-
 def _register_transformers_norms(mod) -> None:
-    for name, cls in list(vars(mod).items()):
-        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == mod.__name__
-                and "forward" in vars(cls) and name.endswith(("RMSNorm", "LayerNorm"))):
-            continue
-        try:
-            src = inspect.getsource(cls.forward)
-        except (OSError, TypeError):
-            continue
-        rule = _BY_CODE.get(_code(src))
-        if rule is not None:
-            register_rule(cls)(rule)
+    register_by_forward_source(mod, {_LLAMA_FORWARD: llama_rms_norm, _T5_FORWARD_CODE: t5_layer_norm},
+                               ("RMSNorm", "LayerNorm"))
 
 
-def _is_transformers_modeling(name: str) -> bool:
-    parts = name.split(".")
-    return len(parts) == 4 and parts[:2] == ["transformers", "models"] and parts[3].startswith("modeling_")
-
-
-when_imported(_is_transformers_modeling, _register_transformers_norms)
+when_imported(is_transformers_modeling, _register_transformers_norms)
 when_imported("timm.layers.norm", lambda mod: register_rule(mod.RmsNorm)(timm_rms_norm))
