@@ -77,6 +77,8 @@ BENCH: Dict[str, tuple] = {
     "torch-lstm-2layer-bidir": (lambda: Z.Recurrent("lstm", features=16, hidden=64), Z.sequences(N, 20, 16)),
     "torch-gru-2layer-bidir": (lambda: Z.Recurrent("gru", features=16, hidden=64), Z.sequences(N, 20, 16)),
     "torch-transformer-encoder": (lambda: Z.Encoder(d=64, heads=4, layers=2), Z.sequences(N, 20, 64)),
+    "torch-embeddingbag-v10k": (lambda: Z.Bags(vocab=10_000, d=64), Z.tokens(N, 40, pad_last=10, vocab=10_000)),
+    "timm-mobilevit-xxs": (Z.BY_ID["timm-mobilevit-xxs"].build, Z.images(N, 64)),
 }
 
 

@@ -124,6 +124,22 @@ class Encoder(nn.Module):
         return self.fc(self.enc(x, src_key_padding_mask=pad).mean(dim=1))
 
 
+class Bags(nn.Module):
+    """A bag-of-words classifier: ids (n, L) with 0 as padding -> 1-D ids + offsets (ragged bags) ->
+    EmbeddingBag(mode) -> Linear."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 8, mode: str = "mean"):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, d, mode=mode)
+        self.fc = nn.Linear(d, CLASSES)
+
+    def forward(self, ids):
+        present = ids != 0
+        sizes = present.sum(1)
+        offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+        return self.fc(torch.tanh(self.bag(ids[present], offsets)))
+
+
 # ----------------------------------------------------------------------------- builders
 def _tv(name, **kw):
     import torchvision.models as tvm
@@ -224,6 +240,7 @@ ZOO = [
     ZooModel("torch-gru-2layer-bidir", "torch", lambda: Recurrent("gru"), sequences(3, 6, 4)),
     ZooModel("torch-two-stacked-grus", "torch", lambda: Recurrent("gru", stacked=True), sequences(3, 5, 4)),
     ZooModel("torch-transformer-encoder-padmask", "torch", Encoder, sequences(3, 5, 8)),
+    ZooModel("torch-embeddingbag-offsets", "torch", Bags, tokens(4, 6, pad_last=3)),
 ]
 
 BY_ID = {m.id: m for m in ZOO}
