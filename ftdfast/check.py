@@ -115,7 +115,8 @@ def check(model: nn.Module, data: Any, *, loss: LossArg = "cross_entropy", sampl
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    batch = next(iter(stream_batches(data, batch_size=samples, max_samples=samples, device=None)), None)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    batch = next(iter(stream_batches(data, batch_size=samples, max_samples=samples, device=device)), None)
     if batch is None:
         raise ValueError("the data is empty: no samples to check on")
     spec = resolve_loss(loss)
