@@ -4,7 +4,8 @@ Each layer and direction is a Linear map of its input and of its previous hidden
 the gate pre-activations, ``gi_t = W_ih x_t + b_ih`` and ``gh_t = W_hh h_{t-1} + b_hh``. So per
 sample ``G_{W_ih} = sum_t dgi_t^T x_t`` and ``G_{W_hh} = sum_t dgh_t^T h_{t-1}`` (Linear factors
 over the T positions), and the biases are ``sum_t dgi_t`` and ``sum_t dgh_t``. (For a GRU, dgh
-differs from dgi in its candidate rows: ``n_t = tanh(gi_n + r_t * gh_n)``.)
+differs from dgi in its candidate rows: ``n_t = tanh(gi_n + r_t * gh_n)``; for an LSTM or RNN the
+cell sees ``gi_t + gh_t`` only, so ``dgh_t = dgi_t``.)
 
 The gate gradients are not visible from outside the module, so the rule recomputes the
 recurrence from the captured input and initial state in plain tensor operations and
@@ -96,14 +97,15 @@ def recurrent(m: nn.RNNBase, call: Call):
         pairs = [(r, g) for r, g in zip(results, grads) if g is not None]
         if not pairs:
             return None
-        wrt = [gi for _, _, gi, _, _ in layers] + [g for _, _, _, gh, _ in layers for g in gh]
+        separate = m.mode == "GRU"  # elsewhere the cell sees gi + gh only, so dgh_t = dgi_t
+        wrt = [gi for _, _, gi, _, _ in layers] + ([g for _, _, _, gh, _ in layers for g in gh] if separate else [])
         found = torch.autograd.grad([r for r, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
     found = [torch.zeros_like(w) if f is None else f for f, w in zip(found, wrt)]
     d_gi, d_gh = found[:len(layers)], found[len(layers):]
     out = {}
     for k, (sfx, layer_in, gi, gh, prev) in enumerate(layers):
         dgi = d_gi[k]  # (n, t, gates * hidden)
-        dgh = torch.stack(d_gh[k * steps:(k + 1) * steps], dim=1)
+        dgh = torch.stack(d_gh[k * steps:(k + 1) * steps], dim=1) if separate else dgi
         h_prev = torch.stack(prev, dim=1).detach()
         out["weight_ih" + sfx] = Outer(layer_in.detach(), dgi, tuple(gi.shape[2:]) + (layer_in.shape[2],))
         out["weight_hh" + sfx] = Outer(h_prev, dgh, (dgh.shape[2], h_prev.shape[2]))
