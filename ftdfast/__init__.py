@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 from .fisher import Call, FisherDiagonal, find_rule, fisher_diagonal, register_rule  # noqa: E402
 from .cache import Cache  # noqa: E402
+from .check import CheckResult, check  # noqa: E402
 from .data import LabeledData, augment, from_tensors, load_dataset  # noqa: E402
 from .distance import (DistanceMatrix, cosine_distance, distance_matrix, fisher_task_distance,  # noqa: E402
                        legacy_distance, pad_to_common, task_distance)
@@ -14,7 +15,7 @@ from .models import ARCHS, build_model, register_model  # noqa: E402
 from .tasks import RegressionTask, Task, TaskData, image_tasks, paper_tasks  # noqa: E402
 from .train import TrainConfig, TrainResult, evaluate, get_trained, seed_everything, train_model  # noqa: E402
 
-__all__ = ["__version__", "fisher_diagonal", "FisherDiagonal", "register_rule", "find_rule", "Call",
+__all__ = ["__version__", "fisher_diagonal", "FisherDiagonal", "register_rule", "find_rule", "Call", "check", "CheckResult",
            "LabeledData", "load_dataset", "from_tensors", "augment",
            "Task", "RegressionTask", "TaskData", "paper_tasks", "image_tasks",
            "ARCHS", "build_model", "register_model",

@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device")
     f.set_defaults(func=cmd_fisher)
     _add_doctor_parser(sub)
+    _add_check_parser(sub)
     return p
 
 
@@ -339,6 +340,29 @@ def cmd_doctor(args) -> int:
     from .doctor import report
     print(report(), end="")
     return 0
+
+
+def _add_check_parser(sub) -> None:
+    c = sub.add_parser("check", help="is the fast Fisher exact on this model? per-module table against a float64 "
+                       "per-sample reference; exit code 1 when not exact")
+    c.add_argument("--model", required=True, help="module:factory returning an nn.Module (module on PYTHONPATH)")
+    c.add_argument("--weights", help="a state_dict file to load into the model")
+    c.add_argument("--data", required=True, help=".npz with x_test/y_test (see --split) or x/y arrays")
+    c.add_argument("--split", default="test", help="which x_<split>/y_<split> arrays to use (default: test)")
+    c.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "bce_with_logits"])
+    c.add_argument("--samples", type=_count, default=8, help="samples to check on (default 8)")
+    c.add_argument("--backend", default="auto", choices=[b for b in BACKENDS if b != "legacy"])
+    c.add_argument("--tolerance", type=float, default=1e-9,
+                   help="max error per parameter relative to the largest Fisher entry (default 1e-9)")
+    c.set_defaults(func=cmd_check)
+
+
+def cmd_check(args) -> int:
+    from .check import check
+    model = _load_model(args.model, args.weights)
+    result = check(model, load_npz(args.data, args.split), loss=args.loss, samples=args.samples,
+                   backend=args.backend, tolerance=args.tolerance, show=True)
+    return 0 if result.exact else 1
 
 
 def _maybe_init_distributed() -> None:

@@ -1,0 +1,29 @@
+"""Elementwise scales: timm's ``LayerScale`` (``x * gamma``, channels last) and ``LayerScale2d``
+(``x * gamma.view(1, -1, 1, 1)``, NCHW). Per sample ``G_gamma = sum over positions of b * x``.
+
+(An in-place ``LayerScale`` overwrites its input; the backend refuses it with a message saying so.)
+"""
+from __future__ import annotations
+
+from ..factors import PerSample
+from ..registry import Call, register_rule
+from ._on_import import when_imported
+
+
+def layer_scale(module, call: Call):
+    x, g = call.args[0], call.grad
+    d = module.gamma.shape[0]
+    if x.dim() < 2 or x.shape[-1] != d or module.gamma.dim() != 1:
+        return None
+    return {"gamma": PerSample((g * x).reshape(x.shape[0], -1, d).sum(dim=1))}
+
+
+def layer_scale_2d(module, call: Call):
+    x, g = call.args[0], call.grad
+    if x.dim() != 4 or module.gamma.dim() != 1:
+        return None
+    return {"gamma": PerSample((g * x).sum(dim=(2, 3)))}
+
+
+when_imported("timm.layers.layer_scale", lambda mod: (register_rule(mod.LayerScale)(layer_scale),
+                                                      register_rule(mod.LayerScale2d)(layer_scale_2d)))
