@@ -1,0 +1,168 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017; online EWC: Schwarz et al. 2018)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from ._names import align_names, check_fisher, parameters_of, tensors_of
+
+Term = Dict[str, Tuple[torch.Tensor, torch.Tensor]]  # name -> (Fisher F_i, anchor theta*_i)
+
+
+class EWC:
+    """The EWC penalty of a model: a quadratic pull towards earlier tasks' parameters.
+
+    Not an ``nn.Module``: build it after training a task, add ``ewc.penalty(model)``
+    to the next task's loss in any optimizer loop. With tasks t = 1..T added
+    (the first by the constructor, the others by :meth:`add_task`)::
+
+        penalty(model) = strength / 2 * sum_t sum_i F_t,i * (theta_i - theta*_t,i)^2
+
+    where i runs over every entry of every penalized parameter, ``F_t`` is task t's
+    Fisher diagonal (e.g. ``fisher_diagonal(model, task_t_data)``: the MEAN over samples
+    of the squared per-sample gradient) and ``theta*_t`` its anchor (the parameters
+    after training task t). With ``online=True`` (Schwarz et al., "Progress & Compress")
+    a single term is kept: ``add_task`` replaces it by ``F <- decay * F + F_new`` and
+    ``theta* <- theta*_new``, so memory stays at 2 copies of the parameters.
+
+    Scale of ``strength``: with a per-sample-mean Fisher, the Laplace approximation of
+    task A's summed log-likelihood is ``N_A / 2 * sum_i F_i (theta_i - theta*_i)^2``; next to a
+    task-B loss that is a mean over N_B samples, ``strength = N_A / N_B`` is that
+    approximation. In practice it is tuned (see docs/uses.md).
+
+    Args:
+        model: the model the Fisher belongs to, possibly wrapped in
+            ``DistributedDataParallel``/``DataParallel`` (names are those of the inner module).
+        fisher: a :class:`~ftdfast.FisherDiagonal` or a mapping name -> tensor of the
+            parameter's shape; names may carry ``module.`` prefixes. Never recomputed.
+            Each tensor is copied to its parameter's device and dtype once, here.
+        anchor: theta*: a mapping name -> tensor (e.g. a state_dict) holding every entry of
+            ``fisher``; default: a copy of the model's parameters now.
+        strength: lambda >= 0 above.
+        online: keep one decayed term (online EWC) instead of one term per task.
+        decay: gamma in [0, 1] of online EWC; must stay 1 unless ``online``.
+        strict: every trainable parameter of the model must have a Fisher entry (catches a
+            Fisher of another model). ``strict=False`` leaves parameters without one
+            unpenalized (e.g. a head added for the new task).
+
+    Frozen parameters (``requires_grad=False`` when :meth:`penalty` is called) are skipped.
+    Errors name the first parameter that is missing or has the wrong shape.
+    """
+
+    def __init__(self, model: nn.Module, fisher: Mapping, anchor: Optional[Mapping] = None, *,
+                 strength: float = 1.0, online: bool = False, decay: float = 1.0, strict: bool = True):
+        if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength >= 0):
+            raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+        if not (isinstance(decay, (int, float)) and 0 <= decay <= 1):
+            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+        if decay != 1 and not online:
+            raise ValueError(f"decay={decay} applies to online EWC only: pass online=True, or leave decay=1 "
+                             "to keep one term per task")
+        self.strength = float(strength)
+        self.online = bool(online)
+        self.decay = float(decay)
+        self.strict = bool(strict)
+        self.num_tasks = 0
+        self._terms: List[Term] = []
+        self.add_task(model, fisher, anchor)
+
+    def __repr__(self) -> str:
+        numel = sum(f.numel() for term in self._terms for f, _ in term.values())
+        kind = f"online, decay={self.decay}" if self.online else f"{len(self._terms)} terms"
+        return f"EWC(strength={self.strength}, {self.num_tasks} tasks, {kind}, {numel} penalized values)"
+
+    @property
+    def names(self) -> List[str]:
+        """The parameters that carry a penalty (in the first term's order)."""
+        seen: Dict[str, None] = {}
+        for term in self._terms:
+            seen.update(dict.fromkeys(term))
+        return list(seen)
+
+    def add_task(self, model: nn.Module, fisher: Mapping, anchor: Optional[Mapping] = None) -> None:
+        """Add a task: its Fisher (name -> tensor, the parameter's shape) and anchor (default: the
+        model's parameters now). Online: ``F <- decay * F + fisher``, ``theta* <- anchor``."""
+        params = parameters_of(model)
+        if not params:
+            raise ValueError("the model has no parameters")
+        fisher = align_names(tensors_of(fisher, "fisher"), params)
+        check_fisher(fisher, params, "fisher")
+        if self.strict:
+            for name, p in params.items():
+                if p.requires_grad and name not in fisher:
+                    raise KeyError(f"the model's trainable parameter {name!r} has no entry in the Fisher; pass a "
+                                   "Fisher of this model, or strict=False to leave such parameters unpenalized")
+        if self.online and self._terms:
+            old = self._terms[0]
+            names = list(old) + [k for k in fisher if k not in old]
+            anchors = self._anchors(names, params, anchor)
+            term: Term = {}
+            for name in names:
+                p = params.get(name)
+                if p is None:
+                    raise KeyError(f"online EWC: the model has no parameter {name!r}, which an earlier task "
+                                   "penalizes")
+                f = torch.zeros_like(p, requires_grad=False) if name not in old else \
+                    old[name][0].to(p.device, p.dtype) * self.decay
+                if name in fisher:
+                    f = f + fisher[name].to(p.device, p.dtype)
+                term[name] = (f.detach(), anchors[name])
+            self._terms = [term]
+        else:
+            anchors = self._anchors(list(fisher), params, anchor)
+            self._terms.append({name: (f.to(params[name].device, params[name].dtype, copy=True), anchors[name])
+                                for name, f in fisher.items()})
+        self.num_tasks += 1
+
+    @staticmethod
+    def _anchors(names: List[str], params: Dict[str, torch.Tensor], anchor: Optional[Mapping]) -> Dict[str, torch.Tensor]:
+        if anchor is None:
+            return {n: params[n].detach().clone() for n in names}
+        if not isinstance(anchor, Mapping):
+            raise TypeError(f"anchor must be a mapping name -> tensor (a state_dict) or None, got "
+                            f"{type(anchor).__name__}")
+        anchor = align_names(anchor, names)
+        out = {}
+        for n in names:
+            if n not in anchor:
+                raise KeyError(f"anchor has no entry {n!r}, which the Fisher penalizes")
+            a, p = anchor[n], params[n]
+            if not isinstance(a, torch.Tensor) or a.shape != p.shape:
+                got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                raise ValueError(f"anchor[{n!r}] is {got}; the parameter has shape {tuple(p.shape)}")
+            out[n] = a.detach().to(p.device, p.dtype, copy=True)
+        return out
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """``strength / 2 * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2``: a differentiable scalar ()
+        on the device and in the dtype of the model's parameters. ``model`` may be the one given
+        to the constructor or a wrapped / moved copy with the same names; frozen parameters are
+        skipped, and a model with none penalized gives a zero scalar."""
+        params = parameters_of(model)
+        if not params:
+            raise ValueError("the model has no parameters")
+        total: Optional[torch.Tensor] = None
+        for term in self._terms:
+            for name, (f, a) in term.items():
+                p = params.get(name)
+                if p is None:
+                    raise KeyError(f"the model has no parameter {name!r}, which EWC penalizes (was the model "
+                                   "changed since the task was added?)")
+                if p.shape != f.shape:
+                    raise ValueError(f"parameter {name!r} has shape {tuple(p.shape)}; EWC holds {tuple(f.shape)}")
+                if not p.requires_grad:
+                    continue
+                if f.device != p.device or f.dtype != p.dtype:  # the model moved: move once, keep
+                    f, a = f.to(p.device, p.dtype), a.to(p.device, p.dtype)
+                    term[name] = (f, a)
+                d = p - a
+                s = (f * d * d).sum()
+                total = s if total is None else total + s
+        if total is None:
+            p = next(iter(params.values()))
+            return torch.zeros((), device=p.device, dtype=p.dtype)
+        return total * (self.strength / 2)
