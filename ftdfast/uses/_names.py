@@ -56,7 +56,7 @@ def check_fisher(fisher: Dict[str, torch.Tensor], params: Dict[str, torch.Tensor
     for name, f in fisher.items():
         if name not in params:
             near = ", ".join(list(params)[:4]) + (", ..." if len(params) > 4 else "")
-            raise KeyError(f"{what} has an entry {name!r} but the model has no parameter of that name "
+            raise ValueError(f"{what} has an entry {name!r} but the model has no parameter of that name "
                            f"(its parameters: {near}); was the Fisher computed on another model?")
         p = params[name]
         if f.shape != p.shape:

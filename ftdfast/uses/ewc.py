@@ -94,7 +94,7 @@ class EWC:
         if self.strict:
             for name, p in params.items():
                 if p.requires_grad and name not in fisher:
-                    raise KeyError(f"the model's trainable parameter {name!r} has no entry in the Fisher; pass a "
+                    raise ValueError(f"the model's trainable parameter {name!r} has no entry in the Fisher; pass a "
                                    "Fisher of this model, or strict=False to leave such parameters unpenalized")
         if self.online and self._terms:
             old = self._terms[0]
@@ -104,7 +104,7 @@ class EWC:
             for name in names:
                 p = params.get(name)
                 if p is None:
-                    raise KeyError(f"online EWC: the model has no parameter {name!r}, which an earlier task "
+                    raise ValueError(f"online EWC: the model has no parameter {name!r}, which an earlier task "
                                    "penalizes")
                 f = torch.zeros_like(p, requires_grad=False) if name not in old else \
                     old[name][0].to(p.device, p.dtype) * self.decay
@@ -129,7 +129,7 @@ class EWC:
         out = {}
         for n in names:
             if n not in anchor:
-                raise KeyError(f"anchor has no entry {n!r}, which the Fisher penalizes")
+                raise ValueError(f"anchor has no entry {n!r}, which the Fisher penalizes")
             a, p = anchor[n], params[n]
             if not isinstance(a, torch.Tensor) or a.shape != p.shape:
                 got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
@@ -150,7 +150,7 @@ class EWC:
             for name, (f, a) in term.items():
                 p = params.get(name)
                 if p is None:
-                    raise KeyError(f"the model has no parameter {name!r}, which EWC penalizes (was the model "
+                    raise ValueError(f"the model has no parameter {name!r}, which EWC penalizes (was the model "
                                    "changed since the task was added?)")
                 if p.shape != f.shape:
                     raise ValueError(f"parameter {name!r} has shape {tuple(p.shape)}; EWC holds {tuple(f.shape)}")

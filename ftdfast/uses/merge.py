@@ -65,7 +65,7 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
         ``module.`` prefix): ``model.load_state_dict(fisher_merge(...))``.
 
     Raises:
-        ValueError / KeyError naming the first entry whose name, shape or Fisher does not match.
+        ValueError naming the first entry whose name, shape or Fisher does not match.
     """
     models, fishers = list(models), list(fishers)
     if not models:
@@ -81,11 +81,11 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
         states[k] = align_names(states[k], order)
         missing = next((n for n in order if n not in states[k]), None)
         if missing is not None:
-            raise KeyError(f"models[{k}] has no entry {missing!r}, which models[0] has: the models must share "
+            raise ValueError(f"models[{k}] has no entry {missing!r}, which models[0] has: the models must share "
                            "one architecture")
         extra = next((n for n in states[k] if n not in states[0]), None)
         if extra is not None:
-            raise KeyError(f"models[{k}] has an entry {extra!r} that models[0] lacks: the models must share one "
+            raise ValueError(f"models[{k}] has an entry {extra!r} that models[0] lacks: the models must share one "
                            "architecture")
         for n in order:
             a, b = states[0][n], states[k][n]
@@ -101,12 +101,12 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
         if k and f.keys() != fs[0].keys():
             odd = next(n for n in list(fs[0]) + list(f) if (n in f) != (n in fs[0]))
             where = f"fishers[{k}]" if odd in f else "fishers[0]"
-            raise KeyError(f"{where} has an entry {odd!r} that the other lacks: every Fisher must cover the same "
+            raise ValueError(f"{where} has an entry {odd!r} that the other lacks: every Fisher must cover the same "
                            "parameters")
         if isinstance(m, nn.Module):
             for n, p in parameters_of(m).items():
                 if p.requires_grad and n not in f:
-                    raise KeyError(f"models[{k}]'s trainable parameter {n!r} has no entry in fishers[{k}]; pass "
+                    raise ValueError(f"models[{k}]'s trainable parameter {n!r} has no entry in fishers[{k}]; pass "
                                    "the Fisher of that model")
         fs.append(f)
 

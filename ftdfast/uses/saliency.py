@@ -116,7 +116,7 @@ def apply_masks(model: nn.Module, masks: Mapping) -> nn.Module:
     masks = align_names(tensors_of(masks, "masks"), params)
     for name, m in masks.items():
         if name not in params:
-            raise KeyError(f"masks has an entry {name!r} but the model has no parameter of that name")
+            raise ValueError(f"masks has an entry {name!r} but the model has no parameter of that name")
         if m.dtype != torch.bool or m.shape != params[name].shape:
             raise ValueError(f"masks[{name!r}] must be a bool tensor of shape {tuple(params[name].shape)}, got "
                              f"{m.dtype} {tuple(m.shape)}")
