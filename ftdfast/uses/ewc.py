@@ -137,6 +137,25 @@ class EWC:
             out[n] = a.detach().to(p.device, p.dtype, copy=True)
         return out
 
+    def state_dict(self) -> Dict:
+        """Everything needed to rebuild this penalty (CPU tensors, ``torch.save``-able with
+        ``weights_only`` loading): :meth:`from_state_dict` inverts it."""
+        return {"format": "ftdfast.uses.EWC", "strength": self.strength, "online": self.online,
+                "decay": self.decay, "strict": self.strict, "num_tasks": self.num_tasks,
+                "terms": [{n: (f.cpu(), a.cpu()) for n, (f, a) in term.items()} for term in self._terms]}
+
+    @classmethod
+    def from_state_dict(cls, state: Dict) -> "EWC":
+        """The penalty saved by :meth:`state_dict`; its tensors move to the model's device at the first
+        :meth:`penalty`."""
+        if not isinstance(state, dict) or state.get("format") != "ftdfast.uses.EWC":
+            raise ValueError("not an EWC state_dict (written by EWC.state_dict)")
+        ewc = cls.__new__(cls)
+        ewc.strength, ewc.online, ewc.decay = float(state["strength"]), bool(state["online"]), float(state["decay"])
+        ewc.strict, ewc.num_tasks = bool(state["strict"]), int(state["num_tasks"])
+        ewc._terms = [{n: (f, a) for n, (f, a) in term.items()} for term in state["terms"]]
+        return ewc
+
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """``strength / 2 * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2``: a differentiable scalar ()
         on the device and in the dtype of the model's parameters. ``model`` may be the one given

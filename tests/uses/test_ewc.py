@@ -221,3 +221,17 @@ def test_strict_false_leaves_a_new_head_unpenalized_and_changed_models_are_caugh
     assert value(ewc.penalty(model)) == pytest.approx(hand_penalty(model, [(fisher, anchor)], 1.0), rel=1e-12)
     with pytest.raises(ValueError, match="no parameter '0.weight', which EWC penalizes"):
         ewc.penalty(nn.Sequential(nn.Identity(), nn.Linear(2, 2)))
+
+
+def test_state_dict_round_trip_through_a_file(tmp_path):
+    model = tiny()
+    ewc = EWC(model, fisher_of(model, 1), strength=2.0, online=True, decay=0.5)
+    moved(model, seed=6)
+    ewc.add_task(model, fisher_of(model, 2))
+    moved(model, seed=7)
+    torch.save(ewc.state_dict(), tmp_path / "ewc.pt")
+    back = EWC.from_state_dict(torch.load(tmp_path / "ewc.pt", weights_only=True))
+    assert (back.num_tasks, back.online, back.decay, back.strength) == (2, True, 0.5, 2.0)
+    assert value(back.penalty(model)) == value(ewc.penalty(model))
+    with pytest.raises(ValueError, match="not an EWC state_dict"):
+        EWC.from_state_dict({"terms": []})
