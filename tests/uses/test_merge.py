@@ -4,7 +4,6 @@ import torch
 import torch.nn as nn
 
 from ftdfast.uses import fisher_merge
-from ftdfast.uses.merge import DEFAULT_EPS
 
 
 def net(seed, dtype=torch.float32):
@@ -22,12 +21,12 @@ def fisher_of(model, seed):
     return {n: torch.rand(p.shape, generator=g, dtype=torch.float64) for n, p in model.named_parameters()}
 
 
-def entrywise(thetas, fishers, w, eps):
+def entrywise(thetas, fishers, w, floor):
     """The formula one entry at a time, in Python floats."""
     out = []
     for i in range(thetas[0].numel()):
         t = [float(th.reshape(-1)[i]) for th in thetas]
-        f = [max(float(fk.reshape(-1)[i]), eps) for fk in fishers]
+        f = [max(float(fk.reshape(-1)[i]), floor) for fk in fishers]
         out.append(sum(wk * fk * tk for wk, fk, tk in zip(w, f, t)) / sum(wk * fk for wk, fk in zip(w, f)))
     return torch.tensor(out, dtype=torch.float64).reshape(thetas[0].shape)
 
@@ -37,11 +36,14 @@ def entrywise(thetas, fishers, w, eps):
 def test_parameters_are_fisher_weighted_and_buffers_averaged(k, weights):
     models = [net(s) for s in range(k)]
     fishers = [fisher_of(m, s) for s, m in enumerate(models)]
-    merged = fisher_merge(models, fishers, weights=weights)
+    merged = fisher_merge(models, fishers, weights=weights, eps=0.3)
     w = [1 / k] * k if weights is None else [x / sum(weights) for x in weights]
+    values = [float(v) for f in fishers for t in f.values() for v in t.reshape(-1)]
+    floor = 0.3 * sum(values) / len(values)
+    assert sum(float(v) < floor for v in values) > 5  # the floor bites somewhere
     assert list(merged) == list(models[0].state_dict())
     for name, p in models[0].named_parameters():
-        want = entrywise([m.state_dict()[name] for m in models], [f[name] for f in fishers], w, DEFAULT_EPS)
+        want = entrywise([m.state_dict()[name] for m in models], [f[name] for f in fishers], w, floor)
         assert merged[name].dtype == torch.float32
         torch.testing.assert_close(merged[name].double(), want, rtol=1e-6, atol=1e-7)
     for name in ("1.running_mean", "1.running_var"):
@@ -62,6 +64,19 @@ def test_all_zero_fishers_give_the_plain_weighted_average_and_one_sided_ones_pic
         torch.testing.assert_close(merged[name], 0.25 * sa[name] + 0.75 * sb[name], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(merged["2.weight"][0], sa["2.weight"][0], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(merged["2.weight"][1], sb["2.weight"][1], rtol=1e-6, atol=1e-7)
+
+
+def test_the_floor_is_relative_so_scaling_every_fisher_changes_nothing():
+    a, b = net(0), net(1)
+    fa, fb = fisher_of(a, 0), fisher_of(b, 1)
+    want = fisher_merge([a, b], [fa, fb], eps=0.5)
+    got = fisher_merge([a, b], [{k: 1e-9 * v for k, v in fa.items()}, {k: 1e-9 * v for k, v in fb.items()}], eps=0.5)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-7)
+    zero = {k: torch.zeros_like(v) for k, v in fa.items()}
+    plain = fisher_merge([a, b], [zero, zero])
+    for n, p in a.named_parameters():
+        torch.testing.assert_close(plain[n], (p + b.state_dict()[n]).detach() / 2, rtol=1e-6, atol=1e-7)
 
 
 def test_identical_models_merge_to_themselves_and_one_model_to_a_copy():
