@@ -99,15 +99,14 @@ class EWC:
         if self.online and self._terms:
             old = self._terms[0]
             names = list(old) + [k for k in fisher if k not in old]
+            lost = next((n for n in old if n not in params), None)
+            if lost is not None:
+                raise ValueError(f"online EWC: the model has no parameter {lost!r}, which an earlier task penalizes")
             anchors = self._anchors(names, params, anchor)
             term: Term = {}
             for name in names:
-                p = params.get(name)
-                if p is None:
-                    raise ValueError(f"online EWC: the model has no parameter {name!r}, which an earlier task "
-                                   "penalizes")
-                f = torch.zeros_like(p, requires_grad=False) if name not in old else \
-                    old[name][0].to(p.device, p.dtype) * self.decay
+                p = params[name]
+                f = torch.zeros_like(p.detach()) if name not in old else old[name][0].to(p.device, p.dtype) * self.decay
                 if name in fisher:
                     f = f + fisher[name].to(p.device, p.dtype)
                 term[name] = (f.detach(), anchors[name])

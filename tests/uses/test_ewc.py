@@ -235,3 +235,18 @@ def test_state_dict_round_trip_through_a_file(tmp_path):
     assert value(back.penalty(model)) == value(ewc.penalty(model))
     with pytest.raises(ValueError, match="not an EWC state_dict"):
         EWC.from_state_dict({"terms": []})
+
+
+def test_online_ewc_with_a_parameter_new_in_the_second_task():
+    model = tiny()
+    f1 = {k: v for k, v in fisher_of(model, 1).items() if k != "2.bias"}
+    ewc = EWC(model, f1, online=True, decay=0.5, strict=False)
+    moved(model, seed=6)
+    f2 = fisher_of(model, 2)
+    a2 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ewc.add_task(model, f2)
+    moved(model, seed=7)
+    fstar = {n: 0.5 * f1.get(n, torch.zeros_like(f2[n])) + f2[n] for n in f2}
+    assert value(ewc.penalty(model)) == pytest.approx(hand_penalty(model, [(fstar, a2)], 1.0), rel=1e-12)
+    with pytest.raises(ValueError, match="online EWC: the model has no parameter '0.weight'"):
+        ewc.add_task(nn.Sequential(nn.Identity(), nn.Linear(2, 2)), {}, anchor=None)
