@@ -333,7 +333,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(1)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     mnist = load_mnist(args.data)
-    report = {"command": " ".join(["python -m benchmarks.uses_evidence"] + (argv if argv is not None else sys.argv[1:])),
+    given = argv if argv is not None else sys.argv[1:]
+    report = {"command": " ".join(["python -m benchmarks.uses_evidence"] + given),
               "args": vars(args), "torch": torch.__version__, "ftdfast": ftdfast.__version__,
               "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
     text = []
@@ -353,7 +354,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     report["summary"] = "\n".join(text)
     atomic_write_text(args.out, json.dumps(report, indent=1))
     print("\n".join(text))
-    print(f"total {report['cpu_s']:.0f} s CPU, {report['wall_s']:.0f} s wall, {report['threads']} thread; wrote {args.out}")
+    print(f"total {report['cpu_s']:.0f} s CPU, {report['wall_s']:.0f} s wall, {report['threads']} thread; "
+          f"wrote {args.out}")
     return 0
 
 

@@ -285,7 +285,8 @@ def cmd_merge(args) -> int:
     from .uses._names import align_names
     from .uses.merge import DEFAULT_EPS, fisher_merge
     if len(args.fisher) != len(args.weights):
-        raise SystemExit(f"--fisher has {len(args.fisher)} files but --weights {len(args.weights)}: one Fisher per model")
+        raise SystemExit(f"--fisher has {len(args.fisher)} files but --weights {len(args.weights)}: "
+                         "one Fisher per model")
     states = []
     for path in args.weights:
         if not os.path.exists(path):

@@ -118,7 +118,8 @@ class EWC:
         self.num_tasks += 1
 
     @staticmethod
-    def _anchors(names: List[str], params: Dict[str, torch.Tensor], anchor: Optional[Mapping]) -> Dict[str, torch.Tensor]:
+    def _anchors(names: List[str], params: Dict[str, torch.Tensor],
+                 anchor: Optional[Mapping]) -> Dict[str, torch.Tensor]:
         if anchor is None:
             return {n: params[n].detach().clone() for n in names}
         if not isinstance(anchor, Mapping):

@@ -18,7 +18,7 @@ def npz(tmp_path):
 
 
 def two_models(tmp_path):
-    """tiny_cnn's weights and a perturbed copy, saved as state_dict files (the second wrapped as {"state_dict": ...})."""
+    """tiny_cnn's weights and a perturbed copy, saved as state_dict files (the second as {"state_dict": ...})."""
     a = tiny_cnn()
     b = tiny_cnn()
     with torch.no_grad():
