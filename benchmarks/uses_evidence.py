@@ -221,6 +221,16 @@ def summarize_ewc(per_seed: List[Dict], lambdas: Sequence[float]) -> Tuple[Dict,
         cells = [f"{100 * np.mean([(r['task1_val'] + r['task2_val']) / 2 for r in runs(method, lam)]):.2f}"
                  for lam in lambdas]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Paired differences between Fishers at each one's chosen lambda0 (test, 95% CI):")
+    lines.append("")
+    emp = runs("empirical", chosen["empirical"])
+    for other in ("exact", "legacy"):
+        o = runs(other, chosen[other])
+        both = [[(r["task1_test"] + r["task2_test"]) / 2 for r in rs] for rs in (emp, o)]
+        lines.append(f"- empirical - {other}: task 1 "
+                     f"{paired([r['task1_test'] for r in emp], [r['task1_test'] for r in o])}, mean of both "
+                     f"{paired(*both)}")
     before = [s["before"]["task1_test"] for s in per_seed]
     lines.append("")
     lines.append(f"Task 1 test accuracy before task 2: {mean_std(before)}.")
@@ -292,6 +302,16 @@ def summarize_merge(per_seed: List[Dict], eps_grid: Sequence[float]) -> Tuple[Di
                   for e in eps_grid}
         chosen[kind] = max(eps_grid, key=lambda e: scores[e])
         lines.append(f"| {kind} | " + " | ".join(f"{100 * scores[e]:.2f}" for e in eps_grid) + " |")
+    base = [(a + b) / 2 for a, b in zip(col("average", "A_test"), col("average", "B_test"))]
+    lines += ["", "Test (A + B) / 2 per eps: mean ± std, and the paired difference to plain averaging (95% CI):", "",
+              "| Fisher | " + " | ".join(f"{e:g}" for e in eps_grid) + " |", "|---|" + "---|" * len(eps_grid)]
+    for kind in ("empirical", "exact"):
+        cells = []
+        for e in eps_grid:
+            m = [(a + b) / 2 for a, b in zip(col(f"fisher {kind} eps={e:g}", "A_test"),
+                                             col(f"fisher {kind} eps={e:g}", "B_test"))]
+            cells.append(f"{mean_std(m)}; {paired(m, base)}")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += ["", "| model | task A (0-4) | task B (5-9) | mean of A, B | all 10 digits | mean vs average (95% CI) |",
               "|---|---|---|---|---|---|"]
     base = [(a + b) / 2 for a, b in zip(col("average", "A_test"), col("average", "B_test"))]
@@ -329,7 +349,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--merge-seeds", type=int, default=10)
     p.add_argument("--only", choices=["ewc", "merge"])
     p.add_argument("--out", default="benchmarks/uses_evidence.json")
+    p.add_argument("--summarize", metavar="JSON", help="print the summary of a saved run (no training)")
     args = p.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as f:
+            saved = json.load(f)
+        if "ewc" in saved:
+            print(summarize_ewc(saved["ewc"]["per_seed"], saved["args"]["lambdas"])[1], end="\n\n")
+        if "merge" in saved:
+            print(summarize_merge(saved["merge"]["per_seed"], saved["args"]["eps"])[1])
+        return 0
     torch.set_num_threads(1)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     mnist = load_mnist(args.data)

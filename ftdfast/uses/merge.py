@@ -12,7 +12,7 @@ import torch.nn as nn
 from ._names import align_names, check_fisher, parameters_of, tensors_of
 from ..fisher.parallel import unwrap_model
 
-DEFAULT_EPS = 1e-8  # relative floor; chosen by the ablation in benchmarks/uses_evidence.py (docs/uses.md)
+DEFAULT_EPS = 1.0  # floor = the mean Fisher entry; the validation-best of benchmarks/uses_evidence.py (docs/uses.md)
 
 
 def _state_of(model: Any, k: int) -> Dict[str, Any]:

@@ -58,7 +58,7 @@ def test_all_zero_fishers_give_the_plain_weighted_average_and_one_sided_ones_pic
     fb = {n: torch.zeros(p.shape, dtype=torch.float64) for n, p in a.named_parameters()}
     fa["2.weight"][0] = 1.0  # only a's data informs row 0 of the head
     fb["2.weight"][1] = 1.0  # only b's data informs row 1
-    merged = fisher_merge([a, b], [fa, fb], weights=[1, 3])
+    merged = fisher_merge([a, b], [fa, fb], weights=[1, 3], eps=1e-8)
     sa, sb = a.state_dict(), b.state_dict()
     for name in ("0.weight", "0.bias", "2.bias"):
         torch.testing.assert_close(merged[name], 0.25 * sa[name] + 0.75 * sb[name], rtol=1e-6, atol=1e-7)
