@@ -13,6 +13,11 @@ from ._names import align_names, check_fisher, parameters_of, tensors_of
 Term = Dict[str, Tuple[torch.Tensor, torch.Tensor]]  # name -> (Fisher F_i, anchor theta*_i)
 
 
+def _store_dtype(p: torch.Tensor) -> torch.dtype:
+    """float32 at least: a Fisher entry of 1e-9 is 0 in float16, and bfloat16 keeps 3 digits."""
+    return torch.promote_types(p.dtype, torch.float32)
+
+
 class EWC:
     """The EWC penalty of a model: a quadratic pull towards earlier tasks' parameters.
 
@@ -39,7 +44,8 @@ class EWC:
             ``DistributedDataParallel``/``DataParallel`` (names are those of the inner module).
         fisher: a :class:`~ftdfast.FisherDiagonal` or a mapping name -> tensor of the
             parameter's shape; names may carry ``module.`` prefixes. Never recomputed.
-            Each tensor is copied to its parameter's device and dtype once, here.
+            Each tensor is copied once, here, to its parameter's device, in the parameter's
+            dtype or float32 where that is narrower (float16/bfloat16 models).
         anchor: theta*: a mapping name -> tensor (e.g. a state_dict) holding every entry of
             ``fisher``; default: a copy of the model's parameters now.
         strength: lambda >= 0 above.
@@ -106,14 +112,15 @@ class EWC:
             term: Term = {}
             for name in names:
                 p = params[name]
-                f = torch.zeros_like(p.detach()) if name not in old else old[name][0].to(p.device, p.dtype) * self.decay
+                f = torch.zeros_like(p.detach(), dtype=_store_dtype(p)) if name not in old else \
+                    old[name][0].to(p.device, _store_dtype(p)) * self.decay
                 if name in fisher:
-                    f = f + fisher[name].to(p.device, p.dtype)
+                    f = f + fisher[name].to(p.device, _store_dtype(p))
                 term[name] = (f.detach(), anchors[name])
             self._terms = [term]
         else:
             anchors = self._anchors(list(fisher), params, anchor)
-            self._terms.append({name: (f.to(params[name].device, params[name].dtype, copy=True), anchors[name])
+            self._terms.append({name: (f.to(params[name].device, _store_dtype(params[name]), copy=True), anchors[name])
                                 for name, f in fisher.items()})
         self.num_tasks += 1
 
@@ -121,7 +128,7 @@ class EWC:
     def _anchors(names: List[str], params: Dict[str, torch.Tensor],
                  anchor: Optional[Mapping]) -> Dict[str, torch.Tensor]:
         if anchor is None:
-            return {n: params[n].detach().clone() for n in names}
+            return {n: params[n].detach().to(dtype=_store_dtype(params[n]), copy=True) for n in names}
         if not isinstance(anchor, Mapping):
             raise TypeError(f"anchor must be a mapping name -> tensor (a state_dict) or None, got "
                             f"{type(anchor).__name__}")
@@ -134,7 +141,7 @@ class EWC:
             if not isinstance(a, torch.Tensor) or a.shape != p.shape:
                 got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
                 raise ValueError(f"anchor[{n!r}] is {got}; the parameter has shape {tuple(p.shape)}")
-            out[n] = a.detach().to(p.device, p.dtype, copy=True)
+            out[n] = a.detach().to(p.device, _store_dtype(p), copy=True)
         return out
 
     def state_dict(self) -> Dict:
@@ -158,13 +165,15 @@ class EWC:
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """``strength / 2 * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2``: a differentiable scalar ()
-        on the device and in the dtype of the model's parameters. ``model`` may be the one given
+        on the device and in the dtype of the model's parameters (summed in float32 at least, then
+        cast to the first penalized parameter's dtype). ``model`` may be the one given
         to the constructor or a wrapped / moved copy with the same names; frozen parameters are
         skipped, and a model with none penalized gives a zero scalar."""
         params = parameters_of(model)
         if not params:
             raise ValueError("the model has no parameters")
         total: Optional[torch.Tensor] = None
+        dtype: Optional[torch.dtype] = None
         for term in self._terms:
             for name, (f, a) in term.items():
                 p = params.get(name)
@@ -175,13 +184,15 @@ class EWC:
                     raise ValueError(f"parameter {name!r} has shape {tuple(p.shape)}; EWC holds {tuple(f.shape)}")
                 if not p.requires_grad:
                     continue
-                if f.device != p.device or f.dtype != p.dtype:  # the model moved: move once, keep
-                    f, a = f.to(p.device, p.dtype), a.to(p.device, p.dtype)
+                sd = _store_dtype(p)
+                if f.device != p.device or f.dtype != sd:  # the model moved: move once, keep
+                    f, a = f.to(p.device, sd), a.to(p.device, sd)
                     term[name] = (f, a)
-                d = p - a
+                dtype = dtype or p.dtype
+                d = p.to(sd) - a
                 s = (f * d * d).sum()
                 total = s if total is None else total + s
         if total is None:
             p = next(iter(params.values()))
             return torch.zeros((), device=p.device, dtype=p.dtype)
-        return total * (self.strength / 2)
+        return (total * (self.strength / 2)).to(dtype)

@@ -250,3 +250,17 @@ def test_online_ewc_with_a_parameter_new_in_the_second_task():
     assert value(ewc.penalty(model)) == pytest.approx(hand_penalty(model, [(fstar, a2)], 1.0), rel=1e-12)
     with pytest.raises(ValueError, match="online EWC: the model has no parameter '0.weight'"):
         ewc.add_task(nn.Sequential(nn.Identity(), nn.Linear(2, 2)), {}, anchor=None)
+
+
+def test_a_bfloat16_model_keeps_tiny_fisher_entries():
+    model = tiny(torch.bfloat16)
+    fisher = fisher_of(model, scale=1e-9)  # 0 in float16, 3 digits in bfloat16
+    anchor = {n: p.detach().double() for n, p in model.named_parameters()}
+    ewc = EWC(model, fisher, strength=1e9)
+    moved(model, by=0.5)
+    pen = ewc.penalty(model)
+    assert pen.dtype == torch.bfloat16 and pen.requires_grad
+    want = hand_penalty(model, [(fisher, anchor)], 1e9)
+    assert want > 0.01 and value(pen) == pytest.approx(want, rel=2e-2)
+    pen.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.bfloat16 for p in model.parameters())
