@@ -275,7 +275,8 @@ def _add_merge_parser(sub) -> None:
     m.add_argument("--weights", nargs="+", required=True, metavar="STATE.pt", help="the models' state_dict files")
     m.add_argument("--coef", nargs="+", type=float, metavar="W",
                    help="merging coefficient per model, >= 0 (normalized; default: equal)")
-    m.add_argument("--eps", type=float, help="Fisher floor (default: ftdfast.uses.merge.DEFAULT_EPS)")
+    m.add_argument("--eps", type=float, help="Fisher floor relative to the mean Fisher entry (default: "
+                   "ftdfast.uses.merge.DEFAULT_EPS)")
     m.add_argument("--out", required=True, help="where to write the merged state_dict (atomic)")
     m.set_defaults(func=cmd_merge)
 
