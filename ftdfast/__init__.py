@@ -14,6 +14,7 @@ from .distance import (DistanceMatrix, cosine_distance, distance_matrix, fisher_
 from .models import ARCHS, build_model, register_model  # noqa: E402
 from .tasks import RegressionTask, Task, TaskData, image_tasks, paper_tasks  # noqa: E402
 from .train import TrainConfig, TrainResult, evaluate, get_trained, seed_everything, train_model  # noqa: E402
+from . import uses  # noqa: E402,F401  (ftdfast.uses: EWC, fisher_merge, fisher_saliency, prune_masks)
 
 __all__ = ["__version__", "fisher_diagonal", "FisherDiagonal", "register_rule", "find_rule", "Call", "check", "CheckResult",
            "LabeledData", "load_dataset", "from_tensors", "augment",

@@ -2,7 +2,8 @@
 
     ftdfast demo                         # the paper's four tasks on scikit-learn digits: distance matrices
     ftdfast distance --dataset mnist --data-dir DIR --arch small_cnn,resnet18 --seeds 5 --epochs 5 --out results/
-    ftdfast fisher --model pkg.mod:make --data data.npz [--weights w.pt] [--out fisher.pt] ...
+    ftdfast fisher --model pkg.mod:make --data data.npz [--weights w.pt] [--out fisher.pt] [--saliency] ...
+    ftdfast merge --fisher a.pt b.pt --weights wa.pt wb.pt --out merged.pt
 """
 from __future__ import annotations
 
@@ -151,6 +152,10 @@ def cmd_fisher(args) -> int:
     if args.out:
         f.save(args.out)
     _print_result(f, seconds)
+    if args.saliency:
+        from .uses import fisher_saliency, format_saliency_table
+        print("\nsaliency F * theta^2 / 2 per parameter:")
+        print(format_saliency_table(fisher_saliency(model, f)))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -324,9 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=_count, default=128)
     f.add_argument("--max-samples", type=_count)
     f.add_argument("--device")
+    f.add_argument("--saliency", action="store_true", help="also print each parameter's Fisher saliency "
+                   "F * theta^2 / 2 (the pruning score of ftdfast.uses)")
     f.set_defaults(func=cmd_fisher)
     _add_doctor_parser(sub)
     _add_check_parser(sub)
+    _add_merge_parser(sub)
     return p
 
 
@@ -363,6 +371,44 @@ def cmd_check(args) -> int:
     result = check(model, load_npz(args.data, args.split), loss=args.loss, samples=args.samples,
                    backend=args.backend, tolerance=args.tolerance, show=True)
     return 0 if result.exact else 1
+
+
+def _add_merge_parser(sub) -> None:
+    m = sub.add_parser("merge", help="Fisher-weighted averaging of K models of one architecture (ftdfast.uses)")
+    m.add_argument("--fisher", nargs="+", required=True, metavar="FISHER.pt",
+                   help="one FisherDiagonal file (ftdfast fisher --out) per model, in the order of --weights")
+    m.add_argument("--weights", nargs="+", required=True, metavar="STATE.pt", help="the models' state_dict files")
+    m.add_argument("--coef", nargs="+", type=float, metavar="W",
+                   help="merging coefficient per model, >= 0 (normalized; default: equal)")
+    m.add_argument("--eps", type=float, help="Fisher floor relative to the mean Fisher entry (default: "
+                   "ftdfast.uses.merge.DEFAULT_EPS)")
+    m.add_argument("--out", required=True, help="where to write the merged state_dict (atomic)")
+    m.set_defaults(func=cmd_merge)
+
+
+def cmd_merge(args) -> int:
+    from .atomic import atomic_torch_save
+    from .uses._names import align_names
+    from .uses.merge import DEFAULT_EPS, fisher_merge
+    if len(args.fisher) != len(args.weights):
+        raise SystemExit(f"--fisher has {len(args.fisher)} files but --weights {len(args.weights)}: "
+                         "one Fisher per model")
+    states = []
+    for path in args.weights:
+        if not os.path.exists(path):
+            raise SystemExit(f"--weights {path}: no such file")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        states.append(state.get("state_dict", state) if isinstance(state, dict) else state)
+    for path in args.fisher:
+        if not os.path.exists(path):
+            raise SystemExit(f"--fisher {path}: no such file")
+    fishers = [FisherDiagonal.load(path) for path in args.fisher]
+    merged = fisher_merge(states, fishers, weights=args.coef, eps=DEFAULT_EPS if args.eps is None else args.eps)
+    atomic_torch_save(merged, args.out)
+    weighted = len(align_names(fishers[0], merged).keys() & merged.keys())
+    print(f"merged {len(states)} models: {weighted} of {len(merged)} tensors Fisher-weighted, the others averaged "
+          f"(integer buffers from the first model); wrote {args.out}")
+    return 0
 
 
 def _maybe_init_distributed() -> None:
