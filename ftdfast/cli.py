@@ -55,6 +55,20 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
+def _load_state_dict(path: str, option: str) -> dict:
+    """A state_dict file (or a checkpoint dict holding one under ``"state_dict"``), or an error naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file ({option})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file: whatever torch.load raises
+        raise ValueError(f"{path}: not a readable state_dict file ({_first_line(e)})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict (a dict of tensors)")
+    return state
+
+
 def _load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
     if ":" not in spec:
         raise ValueError(f"--model must be module:factory (e.g. mypkg.models:make_net), got {spec!r}")
@@ -68,15 +82,7 @@ def _load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"--model {spec} gave {type(model).__name__}, not an nn.Module")
     if weights:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"{weights}: no such file (--weights)")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a damaged or foreign file: whatever torch.load raises
-            raise ValueError(f"{weights}: not a readable state_dict file ({_first_line(e)})") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        if not isinstance(state, dict):
-            raise ValueError(f"{weights}: holds a {type(state).__name__}, not a state_dict (a dict of tensors)")
+        state = _load_state_dict(weights, "--weights")
         try:
             model.load_state_dict(state)
         except (RuntimeError, TypeError, KeyError) as e:
@@ -391,17 +397,12 @@ def cmd_merge(args) -> int:
     from .uses._names import align_names
     from .uses.merge import DEFAULT_EPS, fisher_merge
     if len(args.fisher) != len(args.weights):
-        raise SystemExit(f"--fisher has {len(args.fisher)} files but --weights {len(args.weights)}: "
+        raise ValueError(f"--fisher has {len(args.fisher)} files but --weights {len(args.weights)}: "
                          "one Fisher per model")
-    states = []
-    for path in args.weights:
-        if not os.path.exists(path):
-            raise SystemExit(f"--weights {path}: no such file")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        states.append(state.get("state_dict", state) if isinstance(state, dict) else state)
+    states = [_load_state_dict(path, "--weights") for path in args.weights]
     for path in args.fisher:
-        if not os.path.exists(path):
-            raise SystemExit(f"--fisher {path}: no such file")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file (--fisher)")
     fishers = [FisherDiagonal.load(path) for path in args.fisher]
     merged = fisher_merge(states, fishers, weights=args.coef, eps=DEFAULT_EPS if args.eps is None else args.eps)
     atomic_torch_save(merged, args.out)

@@ -54,12 +54,16 @@ def test_merge_command_errors(npz, tmp_path, capsys):
     a, _ = two_models(tmp_path)
     x, y = load_npz(str(npz), "test")
     ftdfast.fisher_diagonal(a.eval(), (x, y), progress=False).save(tmp_path / "fa.pt")
-    with pytest.raises(SystemExit, match="--fisher has 1 files but --weights 2"):
-        main(["merge", "--fisher", str(tmp_path / "fa.pt"), "--weights", str(tmp_path / "wa.pt"),
-              str(tmp_path / "wb.pt"), "--out", str(tmp_path / "m.pt")])
-    with pytest.raises(SystemExit, match="no such file"):
-        main(["merge", "--fisher", str(tmp_path / "nope.pt"), "--weights", str(tmp_path / "wa.pt"),
-              "--out", str(tmp_path / "m.pt")])
+    rc = main(["merge", "--fisher", str(tmp_path / "fa.pt"), "--weights", str(tmp_path / "wa.pt"),
+               str(tmp_path / "wb.pt"), "--out", str(tmp_path / "m.pt")])
+    assert rc == 2 and "ftdfast merge: error: --fisher has 1 files but --weights 2" in capsys.readouterr().err
+    rc = main(["merge", "--fisher", str(tmp_path / "nope.pt"), "--weights", str(tmp_path / "wa.pt"),
+               "--out", str(tmp_path / "m.pt")])
+    assert rc == 2 and "nope.pt: no such file (--fisher)" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    rc = main(["merge", "--fisher", str(tmp_path / "nope.pt"), "--weights", str(tmp_path / "junk.pt"),
+               "--out", str(tmp_path / "m.pt")])
+    assert rc == 2 and "junk.pt: not a readable state_dict file" in capsys.readouterr().err
     torch.save({"other.weight": torch.ones(1)}, tmp_path / "bad.pt")
     rc = main(["merge", "--fisher", str(tmp_path / "fa.pt"), str(tmp_path / "fa.pt"),
                "--weights", str(tmp_path / "wa.pt"), str(tmp_path / "bad.pt"), "--out", str(tmp_path / "m.pt")])
