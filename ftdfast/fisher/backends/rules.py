@@ -11,9 +11,24 @@ A module used once per forward is processed inside its hook, as soon as its outp
 gradient is complete, and the gradient is released; modules called several times,
 or sharing a parameter with another module, are processed after the backward, with
 their calls' per-sample gradients added before the square.
+
+A rule's per-sample formula holds only where the module's inputs and outputs carry
+the batch's N samples on their batch dimension. Every call is checked
+(:meth:`RulesBackend._batched`): a call without them (a position table evaluated
+on ``arange(T)[None]`` and broadcast, a relative-position bias with no batch
+dimension, a batch folded into ``(N * P, ...)``) sends the parameters of its module
+to the exact path (:mod:`ftdfast.fisher.backends.exact`) for that batch. The
+torch.func fallback is checked on the first batch: its per-sample gradients must add
+up to the module's gradient taken from the real graph (:meth:`RulesBackend._guard`);
+a module that fails (e.g. it reads a parameter-derived tensor cached in eval mode)
+goes to the exact path from then on.
+
+``native=True`` uses the C++/CUDA kernels for the closed forms where they are built
+(``backend="native"`` / ``"auto"``); ``native=False`` pure PyTorch (``backend="rules"``).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, List, Optional
@@ -23,10 +38,17 @@ import torch.nn as nn
 from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ..fallback import fallback_factors, warn_fallback
+from ..fallback import batch_dims, fallback_factors, warn_fallback
+from ..losses import FISHER_KINDS
 from ..registry import Call, Rule, find_rule
-from ..squares import sum_of_squares_group
+from ..squares import sum_of_squares_group, use_impl
 from .base import Backend, ParamTable
+from .exact import exact_square_sums
+
+# How far the fallback's summed per-sample gradients may be from the module's gradient (relative to the
+# larger of the two's largest entry), by dtype: a few thousand roundings.
+_GUARD_RTOL = {torch.float64: 1e-7, torch.float32: 1e-3}
+_GUARD_RTOL_LOW = 5e-2  # half precision
 
 
 @dataclass
@@ -39,6 +61,10 @@ class _Unit:
     params: Dict[str, str]  # local parameter name -> global name
     shared: bool = False  # a parameter also used by another unit (weight tying)
     calls: List[Call] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or '<model>'} ({type(self.module).__qualname__})"
 
 
 def _shape_only(t):
@@ -81,9 +107,13 @@ def _graph_variables(root) -> set:
 
 class RulesBackend(Backend):
     name = "rules"
+    distributed = True
+    fisher_kinds = FISHER_KINDS
 
-    def __init__(self, model: nn.Module, table: ParamTable, *, strict: bool = False, **_):
+    def __init__(self, model: nn.Module, table: ParamTable, *, native: bool = False, strict: bool = False, **_):
         super().__init__(model, table)
+        self.native = native
+        self.name = "native" if native else "rules"
         self.units: List[_Unit] = []
         covered: List[str] = []  # name prefixes of modules whose rule covers their children
         for mname, module in model.named_modules():
@@ -114,6 +144,11 @@ class RulesBackend(Backend):
         self._last_pass = True
         self._edges: list = []
         self._checked_graph = False
+        self._in_exact = False  # the exact path's backward runs through the hooks: they must stay quiet
+        self._guarding = False  # this batch checks the fallback (the first batch)
+        self._guarded = False
+        self.exact: Dict[str, str] = {}  # global parameter name -> why it takes the exact path (every batch)
+        self._batch_exact: Dict[str, str] = {}  # the same for this batch only (unbatched calls)
 
     # ------------------------------------------------------------- hooks
     def _forward_hook(self, unit: _Unit, module, args, kwargs, output):
@@ -124,13 +159,20 @@ class RulesBackend(Backend):
         live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
         if not live:
             return None
-        if unit.rule is None or not unit.rule.needs_output:
+        inputs = args if not kwargs and all(isinstance(a, torch.Tensor) for a in args) \
+            else tree_flatten((args, kwargs))[0]
+        why = self._batched(unit.module, inputs, leaves, live)
+        if why is not None:
+            for g in unit.params.values():
+                self._batch_exact.setdefault(g, f"{unit.label}: {why}")
+        self._graph_elements += sum(leaves[i].numel() for i in live)
+        if self._guarding and unit.rule is None and why is None:
+            output = output if single else tuple(leaves)  # the guard back-propagates the real outputs
+        elif unit.rule is None or not unit.rule.needs_output:
             # holding the output would keep it alive until the end of the pass
             output = _shape_only(output) if single else tree_map(_shape_only, output)
         call = Call(args, kwargs, output, grad=[None] * len(leaves))
         call.extra["live"] = len(live)
-        inputs = args if not kwargs and all(isinstance(a, torch.Tensor) for a in args) \
-            else tree_flatten((args, kwargs))[0]
         call.extra["versions"] = [(t, t._version) for t in inputs if isinstance(t, torch.Tensor)]
         for i in live:
             leaves[i].register_hook(partial(self._on_grad, unit, call, i))
@@ -138,52 +180,130 @@ class RulesBackend(Backend):
         unit.calls.append(call)
         return None
 
+    def _batched(self, module: nn.Module, inputs, leaves, live) -> Optional[str]:
+        """None when the call carries the batch's N samples on its batch dimension, else what is wrong.
+
+        Checked: every live output, every input that requires grad, and the first input
+        (token ids, images): each must have size N at its batch dimension
+        (:func:`ftdfast.fisher.fallback.batch_dims`).
+        """
+        n = self._batch_n
+        out_dims = batch_dims(module, leaves)
+        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+        in_dims = batch_dims(module, tensors)
+        checks = [(f"output {i}", leaves[i], out_dims[i]) for i in live]
+        checks += [(f"input {j}", t, d) for j, (t, d) in enumerate(zip(tensors, in_dims))
+                   if j == 0 or t.requires_grad]
+        for what, t, d in checks:
+            if t.dim() <= d or t.shape[d] != n:
+                return (f"its {what} has shape {tuple(t.shape)}, without the batch's {n} samples on dimension "
+                        f"{d} (computed once and broadcast, or the batch folded with another dimension)")
+        return None
+
     def _on_grad(self, unit: _Unit, call: Call, index: int, grad: torch.Tensor):
+        if self._in_exact:
+            return None
         call.grad[index] = grad
         if call.extra.get("stream"):
             self._accumulate(self._factors(unit, [call]))
             call.grad[index] = None
             if self._last_pass:  # let autograd free this layer's activations as backward goes on
                 call.args, call.kwargs, call.output = (), {}, None
-                call.extra["versions"] = []
         return None
 
     # --------------------------------------------------------- computing
+    def _is_exact(self, global_name: str) -> bool:
+        return global_name in self.exact or global_name in self._batch_exact
+
     def _factors(self, unit: _Unit, calls: List[Call]) -> Dict[str, list]:
-        """Global parameter name -> factors of its per-sample gradients, one per call."""
+        """Global parameter name -> factors of its per-sample gradients, one per call (exact ones left out)."""
         out: Dict[str, list] = {}
+        names = [k for k, g in unit.params.items() if not self._is_exact(g)]
+        if not names:
+            return out
         for call in calls:
             if all(g is None for g in call.grad):
                 continue  # no gradient reached this call
-            for t, version in call.extra["versions"]:
-                if t._version != version:
-                    raise RuntimeError(
-                        f"an input of module {unit.name or '<model>'} ({type(unit.module).__qualname__}) was "
-                        "modified in place after the module used it; ftdfast needs the inputs as the module saw "
-                        "them: make that operation out of place (e.g. nn.ReLU(inplace=False))")
             view = Call(call.args, call.kwargs, call.output,
                         grad=call.grad[0] if len(call.grad) == 1 else tuple(call.grad))
             factors = unit.rule.fn(unit.module, view) if unit.rule is not None else None
             if factors is None:
                 if unit.rule is not None:
                     warn_fallback(unit.module, declined=True)
-                n = self._batch_n
-                factors = fallback_factors(unit.module, view, list(unit.params), n)
-            for local, global_name in unit.params.items():
+                factors = fallback_factors(unit.module, view, list(unit.params), self._batch_n,
+                                           track_sums=self._guarding)
+                call.extra["fallback"] = factors
+            for local in names:
                 if local not in factors:
                     raise RuntimeError(
-                        f"the Fisher rule {unit.rule.name} for {unit.name or '<model>'} gave no per-sample "
+                        f"the Fisher rule {unit.rule.name} for {unit.label} gave no per-sample "
                         f"gradient for its trainable parameter {local!r}")
-                out.setdefault(global_name, []).append(factors[local])
+                f = factors[local]
+                if int(f.n) != self._batch_n:
+                    raise RuntimeError(
+                        f"the Fisher rule {unit.rule.name} for {unit.label} gave per-sample gradients "
+                        f"of {f.n} samples for {local!r} in a batch of {self._batch_n}")
+                out.setdefault(unit.params[local], []).append(f)
         return out
 
     def _accumulate(self, factors: Dict[str, list]) -> None:
         for name, s in sum_of_squares_group(factors).items():
             self.add(name, s)
 
+    def _guard(self, unit: _Unit) -> Optional[str]:
+        """None when the fallback's per-sample gradients of ``unit`` add up to its gradient from the graph.
+
+        Runs after the fallback's squares were computed (its chunks summed the
+        per-sample gradients on the way); one extra backward of the module's own
+        outputs per call.
+        """
+        names = [k for k, g in unit.params.items() if not self._is_exact(g)]
+        for call in unit.calls:
+            factors = call.extra.get("fallback")
+            if factors is None:
+                continue
+            source = next(iter(factors.values())).source
+            pairs = [(t, g) for t, g in zip(tree_flatten(call.output)[0], call.grad) if g is not None]
+            params = [unit.module.get_parameter(k) for k in names]
+            want = torch.autograd.grad([t for t, _ in pairs], params, [g for _, g in pairs],
+                                       retain_graph=True, allow_unused=True)
+            for k, w in zip(names, want):
+                got = source.sums.get(k)
+                w = torch.zeros_like(params[names.index(k)]) if w is None else w
+                got = torch.zeros_like(w) if got is None else got.reshape(w.shape)
+                w, got = w.detach(), got.detach()
+                scale = max(float(w.abs().max()), float(got.abs().max())) if w.numel() else 0.0
+                rtol = _GUARD_RTOL.get(w.dtype, _GUARD_RTOL_LOW)
+                err = float((got - w).abs().max()) if w.numel() else 0.0
+                if err > rtol * scale + 1e-30:
+                    return (f"the torch.func fallback's per-sample gradients of {k!r} add up to a sum that "
+                            f"differs from the module's gradient by {err:.3g} (largest entry {scale:.3g}); "
+                            "the module's forward does not read its parameters through functional_call "
+                            "(e.g. it caches a parameter-derived tensor in eval mode)")
+        return None
+
+    def _exact_pass(self, out: torch.Tensor, v: torch.Tensor) -> None:
+        names = sorted(set(self.exact) | set(self._batch_exact))
+        if not names:
+            return
+        self._in_exact = True
+        try:
+            sums = exact_square_sums(out, v, {k: self.table.params[k] for k in names}, self._graph_elements)
+        finally:
+            self._in_exact = False
+        for k, s in sums.items():
+            self.add(k, s)
+
     # ------------------------------------------------------------ driving
     def accumulate(self, batch, grads_for) -> None:
+        with use_impl("auto" if self.native else "ref"):
+            self._accumulate_batch(batch, grads_for)
+
+    def _accumulate_batch(self, batch, grads_for) -> None:
         self._batch_n = batch.n
+        self._batch_exact = {}
+        self._graph_elements = 0
+        self._guarding = not self._guarded and any(u.rule is None for u in self.units)
         for u in self.units:
             u.calls.clear()
         self._edges = []
@@ -198,13 +318,23 @@ class RulesBackend(Backend):
         if not self._checked_graph:
             self._check_attribution(out)
         for u in self.units:
-            stream = len(u.calls) == 1 and not u.shared and u.calls[0].extra["live"] == 1
+            for call in u.calls:
+                for t, version in call.extra.pop("versions"):
+                    if t._version != version:
+                        raise RuntimeError(
+                            f"an input of module {u.label} was modified in place after the module used it; "
+                            "ftdfast needs the inputs as the module saw them: make that operation out of place "
+                            "(e.g. nn.ReLU(inplace=False))")
+        for u in self.units:
+            stream = len(u.calls) == 1 and not u.shared and u.calls[0].extra["live"] == 1 \
+                and not (self._guarding and u.rule is None)
             for c in u.calls:
                 c.extra["stream"] = stream
         deferred = [u for u in self.units if u.calls and not u.calls[0].extra["stream"]]
         hooked = {e.node for e in self._edges}
         below = _reaches_hooked(hooked, hooked)
         bottom = [e for e in self._edges if not below[e.node]]
+        keep_graph = self._guarding or bool(self.exact) or bool(self._batch_exact)
         vs = list(grads_for(out))
         for k, v in enumerate(vs):
             self._last_pass = k == len(vs) - 1
@@ -212,17 +342,34 @@ class RulesBackend(Backend):
                 for c in u.calls:
                     c.grad = [None] * len(c.grad)
             if bottom:
-                torch.autograd.grad(out, bottom, v, retain_graph=k < len(vs) - 1, allow_unused=True)
+                torch.autograd.grad(out, bottom, v, retain_graph=keep_graph or not self._last_pass,
+                                    allow_unused=True)
             merged: Dict[str, list] = {}
             for u in deferred:
-                for name, fs in self._factors(u, u.calls).items():
-                    merged.setdefault(name, []).extend(fs)
+                fs = self._factors(u, u.calls)
+                if not fs:
+                    continue
+                sums = sum_of_squares_group(fs) if self._guarding and u.rule is None else None
+                why = self._guard(u) if sums is not None else None
+                if why is not None:
+                    for g in u.params.values():
+                        self.exact[g] = f"{u.label}: {why}"
+                    warnings.warn(f"ftdfast: {u.label}: {why}; its parameters take the exact path "
+                                  "(per-sample backwards through the model: slower)", stacklevel=4)
+                elif sums is not None:
+                    for name, s in sums.items():
+                        self.add(name, s)
+                else:
+                    for name, f in fs.items():
+                        merged.setdefault(name, []).extend(f)
             if merged:
                 self._accumulate(merged)
+            self._exact_pass(out, v)
+            self._guarding = False if k == len(vs) - 1 else self._guarding
+        self._guarded = True
         for u in self.units:
             u.calls.clear()
         self._edges = []
-
     def _check_attribution(self, out: torch.Tensor) -> None:
         """Refuse parameters that reach the loss outside the forward of the module that owns them."""
         self._checked_graph = True
