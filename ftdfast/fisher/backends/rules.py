@@ -144,9 +144,10 @@ class RulesBackend(Backend):
         self._last_pass = True
         self._edges: list = []
         self._checked_graph = False
-        self._in_exact = False  # the exact path's backward runs through the hooks: they must stay quiet
+        self._quiet = False  # backwards of the guard and the exact path run through the hooks: they stay quiet
         self._guarding = False  # this batch checks the fallback (the first batch)
         self._guarded = False
+        self._probed = False
         self.exact: Dict[str, str] = {}  # global parameter name -> why it takes the exact path (every batch)
         self._batch_exact: Dict[str, str] = {}  # the same for this batch only (unbatched calls)
 
@@ -201,7 +202,7 @@ class RulesBackend(Backend):
         return None
 
     def _on_grad(self, unit: _Unit, call: Call, index: int, grad: torch.Tensor):
-        if self._in_exact:
+        if self._quiet:
             return None
         call.grad[index] = grad
         if call.extra.get("stream"):
@@ -265,8 +266,12 @@ class RulesBackend(Backend):
             source = next(iter(factors.values())).source
             pairs = [(t, g) for t, g in zip(tree_flatten(call.output)[0], call.grad) if g is not None]
             params = [unit.module.get_parameter(k) for k in names]
-            want = torch.autograd.grad([t for t, _ in pairs], params, [g for _, g in pairs],
-                                       retain_graph=True, allow_unused=True)
+            self._quiet = True
+            try:
+                want = torch.autograd.grad([t for t, _ in pairs], params, [g for _, g in pairs],
+                                           retain_graph=True, allow_unused=True)
+            finally:
+                self._quiet = False
             for k, w in zip(names, want):
                 got = source.sums.get(k)
                 w = torch.zeros_like(params[names.index(k)]) if w is None else w
@@ -282,15 +287,67 @@ class RulesBackend(Backend):
                             "(e.g. it caches a parameter-derived tensor in eval mode)")
         return None
 
+    def _probe(self, batch) -> None:
+        """Which units' rows are not samples, on a sub-batch of two: checked once, before the first batch.
+
+        The per-call shape check cannot see a dimension whose size happens to equal N
+        (T5's (q, k) bucket ids with q == N). Here samples 0 and 1 run alone, and a random
+        output gradient is given to sample 1 only: every hooked output must have size 2 on
+        its batch dimension and an exactly zero gradient in row 0. A unit that fails takes
+        the exact path for every batch. Cost: a forward and backward of two samples.
+        """
+        self._probed = True
+        sub = batch.select(0, 2)
+        seen: List[tuple] = []  # (unit, why or None, [(leaf, dim)])
+
+        def hook(unit, module, args, kwargs, output):
+            leaves = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
+            live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
+            if not live:
+                return None
+            inputs = tree_flatten((args, kwargs))[0]
+            why = self._batched(module, inputs, leaves, live)
+            dims = batch_dims(module, leaves)
+            seen.append((unit, why, [(leaves[i], dims[i]) for i in live]))
+            return None
+
+        handles = [u.module.register_forward_hook(partial(hook, u), with_kwargs=True) for u in self.units]
+        n_saved = self._batch_n
+        self._batch_n = 2
+        try:
+            with torch.enable_grad():
+                out = self.forward(sub)
+        finally:
+            self._batch_n = n_saved
+            for h in handles:
+                h.remove()
+        gen = torch.Generator(device=out.device).manual_seed(0)
+        v = torch.zeros_like(out)
+        v[1] = torch.randn(out.shape[1:], generator=gen, dtype=out.dtype, device=out.device)
+        leaves = [t for _, why, pairs in seen if why is None for t, _ in pairs]
+        # retain_graph: a module may hold part of this graph in a cache of its own (see _guard)
+        grads = iter(torch.autograd.grad(out, leaves, v, allow_unused=True, retain_graph=True) if leaves else ())
+        for unit, why, pairs in seen:
+            if why is None:
+                for t, d in pairs:
+                    g = next(grads)
+                    if g is not None and bool(g.narrow(d, 0, 1).ne(0).any()) and why is None:
+                        why = ("the gradient of sample 1 alone reaches row 0 of its output on the batch "
+                               "dimension: its rows are not the samples (a dimension that equals N by chance, "
+                               "or samples mixed)")
+            if why is not None:
+                for g in unit.params.values():
+                    self.exact.setdefault(g, f"{unit.label}: {why}")
+
     def _exact_pass(self, out: torch.Tensor, v: torch.Tensor) -> None:
         names = sorted(set(self.exact) | set(self._batch_exact))
         if not names:
             return
-        self._in_exact = True
+        self._quiet = True
         try:
             sums = exact_square_sums(out, v, {k: self.table.params[k] for k in names}, self._graph_elements)
         finally:
-            self._in_exact = False
+            self._quiet = False
         for k, s in sums.items():
             self.add(k, s)
 
@@ -301,6 +358,8 @@ class RulesBackend(Backend):
 
     def _accumulate_batch(self, batch, grads_for) -> None:
         self._batch_n = batch.n
+        if not self._probed and batch.n >= 2:
+            self._probe(batch)
         self._batch_exact = {}
         self._graph_elements = 0
         self._guarding = not self._guarded and any(u.rule is None for u in self.units)
