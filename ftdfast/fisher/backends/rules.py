@@ -288,7 +288,7 @@ class RulesBackend(Backend):
         return None
 
     def _probe(self, batch) -> None:
-        """Which units' rows are not samples, on a sub-batch of two: checked once, before the first batch.
+        """Which units' rows are not samples, on a sub-batch of two: checked once, in the first batch.
 
         The per-call shape check cannot see a dimension whose size happens to equal N
         (T5's (q, k) bucket ids with q == N). Here samples 0 and 1 run alone, and a random
@@ -358,8 +358,6 @@ class RulesBackend(Backend):
 
     def _accumulate_batch(self, batch, grads_for) -> None:
         self._batch_n = batch.n
-        if not self._probed and batch.n >= 2:
-            self._probe(batch)
         self._batch_exact = {}
         self._graph_elements = 0
         self._guarding = not self._guarded and any(u.rule is None for u in self.units)
@@ -384,6 +382,8 @@ class RulesBackend(Backend):
                             f"an input of module {u.label} was modified in place after the module used it; "
                             "ftdfast needs the inputs as the module saw them: make that operation out of place "
                             "(e.g. nn.ReLU(inplace=False))")
+        if not self._probed and batch.n >= 2:
+            self._probe(batch)  # after the batch's forward, so that errors name the batch's shapes
         for u in self.units:
             stream = len(u.calls) == 1 and not u.shared and u.calls[0].extra["live"] == 1 \
                 and not (self._guarding and u.rule is None)
