@@ -259,3 +259,37 @@ def test_gpt2_position_embedding():
 
     x, y = _ids(4, 8, 50, 50)
     compare(W(m), x, y, backends=("rules",))
+
+
+class ChannelsLastStem(nn.Module):
+    """LeViT's stem: conv -> BatchNorm2d (eval) -> ``flatten(2).transpose(1, 2)``, a copy, a residual block. In a batch of one the
+    gradient reaching the BatchNorm has strides (C, 1, W*C, C), where torch 2.14.1's CPU BatchNorm backward is wrong
+    (docs/known-issues.md)."""
+
+    def __init__(self, c=3, classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(2, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+        self.mix = nn.Linear(c, c)
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x):
+        h = self.bn(self.conv(x)).flatten(2).transpose(1, 2).contiguous()  # (n, t, c)
+        h = h + torch.tanh(self.mix(h))  # a residual block, as LeViT's stages start
+        return self.fc(h).mean(1)
+
+
+def test_batch_of_one_through_a_channels_last_batchnorm_gradient():
+    torch.manual_seed(0)
+    model = ChannelsLastStem().double()
+    with torch.no_grad():
+        model.bn.running_mean.normal_(0, 0.3)
+        model.bn.running_var.uniform_(0.5, 2.0)
+        model.bn.weight.normal_(1, 0.3)
+        model.bn.bias.normal_(0, 0.3)
+    model.eval()
+    x, y = _float(4, (2, 4, 4), 3)
+    want = ftdfast.fisher_diagonal(model, (x, y), backend="loop", progress=False)  # batched forward
+    for backend in ("rules", "auto"):
+        got = ftdfast.fisher_diagonal(model, (x, y), backend=backend, batch_size=1, progress=False)
+        assert_exact(got, want)

@@ -63,6 +63,10 @@ class _Unit:
     calls: List[Call] = field(default_factory=list)
 
     @property
+    def batch_norm(self) -> bool:
+        return isinstance(self.module, nn.modules.batchnorm._BatchNorm)
+
+    @property
     def label(self) -> str:
         return f"{self.name or '<model>'} ({type(self.module).__qualname__})"
 
@@ -204,13 +208,18 @@ class RulesBackend(Backend):
     def _on_grad(self, unit: _Unit, call: Call, index: int, grad: torch.Tensor):
         if self._quiet:
             return None
+        replaced = None
+        if unit.batch_norm and grad.dim() > 1 and grad.shape[0] == 1 and not grad.is_contiguous():
+            # torch 2.14.1's CPU BatchNorm backward is wrong for a batch of one whose gradient has
+            # channels-last strides with a batch stride of C (docs/known-issues.md): hand it a contiguous one
+            grad = replaced = grad.contiguous()
         call.grad[index] = grad
         if call.extra.get("stream"):
             self._accumulate(self._factors(unit, [call]))
             call.grad[index] = None
             if self._last_pass:  # let autograd free this layer's activations as backward goes on
                 call.args, call.kwargs, call.output = (), {}, None
-        return None
+        return replaced
 
     # --------------------------------------------------------- computing
     def _is_exact(self, global_name: str) -> bool:
