@@ -293,3 +293,20 @@ def test_batch_of_one_through_a_channels_last_batchnorm_gradient():
     for backend in ("rules", "auto"):
         got = ftdfast.fisher_diagonal(model, (x, y), backend=backend, batch_size=1, progress=False)
         assert_exact(got, want)
+
+
+@pytest.mark.parametrize("pid", ["gru-fallback", "mixed-fallback-own-param", "two-grus", "mha-bias-kv-fallback"])
+def test_the_fallback_guard_passes_plain_fallback_modules(pid, monkeypatch):
+    """No false alarm: modules that read their parameters normally stay on the fallback (no exact path)."""
+    from ftdfast.fisher.backends import exact
+    from .problems import BY_ID
+    used = []
+    real = exact.exact_square_sums
+    monkeypatch.setattr("ftdfast.fisher.backends.rules.exact_square_sums",
+                        lambda *a, **k: used.append(1) or real(*a, **k))
+    model, x, y = BY_ID[pid].build(torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ftdfast.fisher_diagonal(model, (x, y), backend="rules", progress=False)
+    assert not [w for w in caught if "add up" in str(w.message)]
+    assert not used

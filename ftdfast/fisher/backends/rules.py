@@ -171,9 +171,7 @@ class RulesBackend(Backend):
             for g in unit.params.values():
                 self._batch_exact.setdefault(g, f"{unit.label}: {why}")
         self._graph_elements += sum(leaves[i].numel() for i in live)
-        if self._guarding and unit.rule is None and why is None:
-            output = output if single else tuple(leaves)  # the guard back-propagates the real outputs
-        elif unit.rule is None or not unit.rule.needs_output:
+        if unit.rule is None or not unit.rule.needs_output:
             # holding the output would keep it alive until the end of the pass
             output = _shape_only(output) if single else tree_map(_shape_only, output)
         call = Call(args, kwargs, output, grad=[None] * len(leaves))
@@ -260,40 +258,31 @@ class RulesBackend(Backend):
         for name, s in sum_of_squares_group(factors).items():
             self.add(name, s)
 
-    def _guard(self, unit: _Unit) -> Optional[str]:
+    def _guard(self, unit: _Unit, batch_grads: Dict[str, torch.Tensor]) -> Optional[str]:
         """None when the fallback's per-sample gradients of ``unit`` add up to its gradient from the graph.
 
-        Runs after the fallback's squares were computed (its chunks summed the
-        per-sample gradients on the way); one extra backward of the module's own
-        outputs per call.
+        Runs after the fallback's squares were computed (its chunks summed the per-sample
+        gradients on the way); ``batch_grads``: the gradients of ``<out, v>`` w.r.t. the
+        unit's parameters, taken by the batch's own backward (no extra pass).
         """
-        names = [k for k, g in unit.params.items() if not self._is_exact(g)]
-        for call in unit.calls:
-            factors = call.extra.get("fallback")
-            if factors is None:
+        for local, global_name in unit.params.items():
+            want = batch_grads.get(global_name)
+            if want is None:
                 continue
-            source = next(iter(factors.values())).source
-            pairs = [(t, g) for t, g in zip(tree_flatten(call.output)[0], call.grad) if g is not None]
-            params = [unit.module.get_parameter(k) for k in names]
-            self._quiet = True
-            try:
-                want = torch.autograd.grad([t for t, _ in pairs], params, [g for _, g in pairs],
-                                           retain_graph=True, allow_unused=True)
-            finally:
-                self._quiet = False
-            for k, w in zip(names, want):
-                got = source.sums.get(k)
-                w = torch.zeros_like(params[names.index(k)]) if w is None else w
-                got = torch.zeros_like(w) if got is None else got.reshape(w.shape)
-                w, got = w.detach(), got.detach()
-                scale = max(float(w.abs().max()), float(got.abs().max())) if w.numel() else 0.0
-                rtol = _GUARD_RTOL.get(w.dtype, _GUARD_RTOL_LOW)
-                err = float((got - w).abs().max()) if w.numel() else 0.0
-                if err > rtol * scale + 1e-30:
-                    return (f"the torch.func fallback's per-sample gradients of {k!r} add up to a sum that "
-                            f"differs from the module's gradient by {err:.3g} (largest entry {scale:.3g}); "
-                            "the module's forward does not read its parameters through functional_call "
-                            "(e.g. it caches a parameter-derived tensor in eval mode)")
+            got = None
+            for call in unit.calls:
+                factors = call.extra.get("fallback")
+                part = factors[local].source.sums.get(local) if factors is not None else None
+                if part is not None:
+                    got = part if got is None else got + part
+            got = torch.zeros_like(want) if got is None else got.detach().reshape(want.shape)
+            scale = max(float(want.abs().max()), float(got.abs().max())) if want.numel() else 0.0
+            err = float((got - want).abs().max()) if want.numel() else 0.0
+            if err > _GUARD_RTOL.get(want.dtype, _GUARD_RTOL_LOW) * scale + 1e-30:
+                return (f"the torch.func fallback's per-sample gradients of {local!r} add up to a sum that "
+                        f"differs from the module's gradient by {err:.3g} (largest entry {scale:.3g}); "
+                        "the module's forward does not read its parameters through functional_call "
+                        "(e.g. it caches a parameter-derived tensor in eval mode)")
         return None
 
     def _probe(self, batch) -> None:
@@ -334,7 +323,7 @@ class RulesBackend(Backend):
         v = torch.zeros_like(out)
         v[1] = torch.randn(out.shape[1:], generator=gen, dtype=out.dtype, device=out.device)
         leaves = [t for _, why, pairs in seen if why is None for t, _ in pairs]
-        # retain_graph: a module may hold part of this graph in a cache of its own (see _guard)
+        # retain_graph: a module may hold part of this graph in a cache of its own (timm LeViT)
         grads = iter(torch.autograd.grad(out, leaves, v, allow_unused=True, retain_graph=True) if leaves else ())
         for unit, why, pairs in seen:
             if why is None:
@@ -402,23 +391,26 @@ class RulesBackend(Backend):
         hooked = {e.node for e in self._edges}
         below = _reaches_hooked(hooked, hooked)
         bottom = [e for e in self._edges if not below[e.node]]
-        keep_graph = self._guarding or bool(self.exact) or bool(self._batch_exact)
+        guarded = [u for u in self.units if self._guarding and u.rule is None and u.calls and not u.shared]
+        keep_graph = bool(self.exact) or bool(self._batch_exact) or bool(guarded)  # a failed guard goes exact
+        guard_names = [g for u in guarded for g in u.params.values() if not self._is_exact(g)]
+        roots = bottom + [self.table.params[g] for g in guard_names]
         vs = list(grads_for(out))
         for k, v in enumerate(vs):
             self._last_pass = k == len(vs) - 1
             for u in deferred:
                 for c in u.calls:
                     c.grad = [None] * len(c.grad)
-            if bottom:
-                torch.autograd.grad(out, bottom, v, retain_graph=keep_graph or not self._last_pass,
-                                    allow_unused=True)
+            grads = torch.autograd.grad(out, roots, v, retain_graph=keep_graph or not self._last_pass,
+                                        allow_unused=True) if roots else ()
+            batch_grads = {g: t for g, t in zip(guard_names, grads[len(bottom):]) if t is not None}
             merged: Dict[str, list] = {}
             for u in deferred:
                 fs = self._factors(u, u.calls)
                 if not fs:
                     continue
-                sums = sum_of_squares_group(fs) if self._guarding and u.rule is None else None
-                why = self._guard(u) if sums is not None else None
+                sums = sum_of_squares_group(fs) if u in guarded else None
+                why = self._guard(u, batch_grads) if sums is not None else None
                 if why is not None:
                     for g in u.params.values():
                         self.exact[g] = f"{u.label}: {why}"
@@ -433,11 +425,11 @@ class RulesBackend(Backend):
             if merged:
                 self._accumulate(merged)
             self._exact_pass(out, v)
-            self._guarding = False if k == len(vs) - 1 else self._guarding
-        self._guarded = True
+        self._guarding, self._guarded = False, True
         for u in self.units:
             u.calls.clear()
         self._edges = []
+
     def _check_attribution(self, out: torch.Tensor) -> None:
         """Refuse parameters that reach the loss outside the forward of the module that owns them."""
         self._checked_graph = True
