@@ -178,6 +178,47 @@ def test_broadcast_position_embedding_is_caught_per_call():
     assert_exact(got, want)
 
 
+class RowRead(nn.Module):
+    """A size-1 output that is NOT broadcast over the samples: row 0 is read and added to every sample.
+    Expanding it to the samples would send every sample's gradient to row 0: it must take the exact path."""
+
+    def __init__(self, d=4, classes=3):
+        super().__init__()
+        self.table = nn.Embedding(3, d)
+        self.fc = nn.Linear(d, classes)
+
+    def forward(self, x):
+        t = self.table(torch.zeros(1, 1, dtype=torch.long))  # (1, 1, d)
+        return self.fc(torch.tanh(x + t[0, 0]))
+
+
+def _exact_path_calls(monkeypatch):
+    from ftdfast.fisher.backends import exact
+    used = []
+    real = exact.exact_square_sums
+    monkeypatch.setattr("ftdfast.fisher.backends.rules.exact_square_sums",
+                        lambda out, v, params, *a: used.append(sorted(params)) or real(out, v, params, *a))
+    return used
+
+
+def test_broadcast_output_is_expanded_not_sent_to_the_exact_path(monkeypatch):
+    used = _exact_path_calls(monkeypatch)
+    torch.manual_seed(0)
+    model = PositionTable().double().eval()
+    x, y = _ids(6, 5, 7, 3)
+    compare(model, x, y, backends=("rules",), batch_size=4)
+    assert not used
+
+
+def test_size_one_output_read_per_row_takes_the_exact_path(monkeypatch):
+    used = _exact_path_calls(monkeypatch)
+    torch.manual_seed(0)
+    model = RowRead().double().eval()
+    x, y = _float(5, (4,), 3)
+    compare(model, x, y, backends=("rules",))
+    assert used and all(names == ["table.weight"] for names in used)
+
+
 def test_bias_without_batch_dimension():
     torch.manual_seed(0)
     model = NoBatchBias().double().eval()
@@ -243,8 +284,10 @@ def test_loop_references_agree():
     assert_exact(c, d)
 
 
-def test_gpt2_position_embedding():
+def test_gpt2_position_embedding(monkeypatch):
+    """The reproduction of issue 11: wpe(position_ids of shape (1, T)) is broadcast over the batch."""
     transformers = pytest.importorskip("transformers")
+    used = _exact_path_calls(monkeypatch)
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2)
     m = transformers.GPT2LMHeadModel(cfg).double().eval()
@@ -259,6 +302,8 @@ def test_gpt2_position_embedding():
 
     x, y = _ids(4, 8, 50, 50)
     compare(W(m), x, y, backends=("rules",))
+    assert not used  # wpe's output is expanded to the samples; its Embedding rule then applies
+
 
 
 class ChannelsLastStem(nn.Module):

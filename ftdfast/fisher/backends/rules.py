@@ -61,6 +61,7 @@ class _Unit:
     params: Dict[str, str]  # local parameter name -> global name
     shared: bool = False  # a parameter also used by another unit (weight tying)
     calls: List[Call] = field(default_factory=list)
+    expand: bool = False  # its output is computed once and broadcast: expanded to the N samples (see _probe)
 
     @property
     def batch_norm(self) -> bool:
@@ -92,6 +93,24 @@ def _reaches_hooked(roots, hooked) -> Dict:
                 stack.append((node, True))
                 stack.extend((c, False) for c in children if c not in memo)
     return memo
+
+
+def _expand_call(module: nn.Module, args, kwargs, output, n: int):
+    """The call with its single output, and every input of size 1 on the batch dimension, expanded to n samples.
+
+    None where the output is not one tensor of size 1 there. Views: nothing is copied.
+    """
+    if not isinstance(output, torch.Tensor):
+        return None
+    d = batch_dims(module, [output])[0]
+    if output.dim() <= d or output.shape[d] != 1:
+        return None
+
+    def grow(t):
+        if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == 1:
+            return t.expand(tuple(t.shape[:d]) + (n,) + tuple(t.shape[d + 1:]))
+        return t
+    return tree_map(grow, args), tree_map(grow, kwargs), grow(output)
 
 
 def _graph_variables(root) -> set:
@@ -159,11 +178,17 @@ class RulesBackend(Backend):
     def _forward_hook(self, unit: _Unit, module, args, kwargs, output):
         # The common case (one output tensor, positional tensor inputs) without pytree walks:
         # this hook runs for every layer of every batch.
+        replaced = None
+        if unit.expand and self._batch_n > 1:
+            grown = _expand_call(module, args, kwargs, output, self._batch_n)
+            if grown is not None:
+                args, kwargs, output = grown
+                replaced = output  # the model goes on with the expanded output: per-sample rows
         single = isinstance(output, torch.Tensor)
         leaves = [output] if single else [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
         live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
         if not live:
-            return None
+            return replaced
         inputs = args if not kwargs and all(isinstance(a, torch.Tensor) for a in args) \
             else tree_flatten((args, kwargs))[0]
         why = self._batched(unit.module, inputs, leaves, live)
@@ -181,7 +206,7 @@ class RulesBackend(Backend):
             leaves[i].register_hook(partial(self._on_grad, unit, call, i))
             self._edges.append(get_gradient_edge(leaves[i]))
         unit.calls.append(call)
-        return None
+        return replaced
 
     def _batched(self, module: nn.Module, inputs, leaves, live) -> Optional[str]:
         """None when the call carries the batch's N samples on its batch dimension, else what is wrong.
@@ -292,22 +317,52 @@ class RulesBackend(Backend):
         (T5's (q, k) bucket ids with q == N). Here samples 0 and 1 run alone, and a random
         output gradient is given to sample 1 only: every hooked output must have size 2 on
         its batch dimension and an exactly zero gradient in row 0. A unit that fails takes
-        the exact path for every batch. Cost: a forward and backward of two samples.
+        the exact path for every batch.
+
+        A unit whose one output has size 1 there (a position table on ``arange(T)[None]``,
+        broadcast afterwards) is tried once more with its output and inputs expanded to the
+        samples (``_expand_call``): if the model's output is unchanged and the expanded rows
+        pass the same row test, the unit is expanded in every batch from then on, and its
+        rule sees per-sample rows at no extra cost. Cost: two or three forwards and
+        backwards of two samples, once per ``fisher_diagonal`` call.
         """
         self._probed = True
+        first, out1 = self._probe_pass(batch, set())
+        candidates = {id(u) for u, why, pairs, grown in first
+                      if why is not None and len(pairs) == 1 and pairs[0][0].shape[pairs[0][1]] == 1}
+        verdict = {id(u): (u, why) for u, why, _, _ in first}
+        if candidates:
+            second, out2 = self._probe_pass(batch, candidates)
+            same = out2.shape == out1.shape and torch.allclose(out2, out1, rtol=1e-6, atol=1e-6 * float(
+                out1.abs().max().clamp_min(1e-30)))
+            for u, why, _, grown in second:
+                if id(u) in candidates and grown:
+                    if same and why is None:
+                        u.expand = True
+                        verdict[id(u)] = (u, None)
+                    elif why is not None:
+                        verdict[id(u)] = (u, why)
+        for u, why in verdict.values():
+            if why is not None:
+                for g in u.params.values():
+                    self.exact.setdefault(g, f"{u.label}: {why}")
+
+    def _probe_pass(self, batch, expand: set):
+        """One forward and backward of samples 0 and 1 (units in ``expand`` expanded); what each call showed."""
         sub = batch.select(0, 2)
-        seen: List[tuple] = []  # (unit, why or None, [(leaf, dim)])
+        seen: List[list] = []  # [unit, why or None, [(leaf, dim)], expanded]
 
         def hook(unit, module, args, kwargs, output):
+            grown = _expand_call(module, args, kwargs, output, 2) if id(unit) in expand else None
+            if grown is not None:
+                args, kwargs, output = grown
             leaves = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
             live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
-            if not live:
-                return None
-            inputs = tree_flatten((args, kwargs))[0]
-            why = self._batched(module, inputs, leaves, live)
-            dims = batch_dims(module, leaves)
-            seen.append((unit, why, [(leaves[i], dims[i]) for i in live]))
-            return None
+            if live:
+                why = self._batched(module, tree_flatten((args, kwargs))[0], leaves, live)
+                dims = batch_dims(module, leaves)
+                seen.append([unit, why, [(leaves[i], dims[i]) for i in live], grown is not None])
+            return output if grown is not None else None
 
         handles = [u.module.register_forward_hook(partial(hook, u), with_kwargs=True) for u in self.units]
         n_saved = self._batch_n
@@ -322,20 +377,18 @@ class RulesBackend(Backend):
         gen = torch.Generator(device=out.device).manual_seed(0)
         v = torch.zeros_like(out)
         v[1] = torch.randn(out.shape[1:], generator=gen, dtype=out.dtype, device=out.device)
-        leaves = [t for _, why, pairs in seen if why is None for t, _ in pairs]
+        leaves = [t for _, why, pairs, _ in seen if why is None for t, _ in pairs]
         # retain_graph: a module may hold part of this graph in a cache of its own (timm LeViT)
         grads = iter(torch.autograd.grad(out, leaves, v, allow_unused=True, retain_graph=True) if leaves else ())
-        for unit, why, pairs in seen:
-            if why is None:
-                for t, d in pairs:
+        for entry in seen:
+            if entry[1] is None:
+                for t, d in entry[2]:
                     g = next(grads)
-                    if g is not None and bool(g.narrow(d, 0, 1).ne(0).any()) and why is None:
-                        why = ("the gradient of sample 1 alone reaches row 0 of its output on the batch "
-                               "dimension: its rows are not the samples (a dimension that equals N by chance, "
-                               "or samples mixed)")
-            if why is not None:
-                for g in unit.params.values():
-                    self.exact.setdefault(g, f"{unit.label}: {why}")
+                    if g is not None and bool(g.narrow(d, 0, 1).ne(0).any()) and entry[1] is None:
+                        entry[1] = ("the gradient of sample 1 alone reaches row 0 of its output on the batch "
+                                    "dimension: its rows are not the samples (a dimension that equals N by "
+                                    "chance, a broadcast output read per row, or samples mixed)")
+        return seen, out.detach()
 
     def _exact_pass(self, out: torch.Tensor, v: torch.Tensor) -> None:
         names = sorted(set(self.exact) | set(self._batch_exact))
@@ -359,6 +412,12 @@ class RulesBackend(Backend):
         self._batch_exact = {}
         self._graph_elements = 0
         self._guarding = not self._guarded and any(u.rule is None for u in self.units)
+        probe_error = None
+        if not self._probed and batch.n >= 2:
+            try:
+                self._probe(batch)  # before the batch's forward: it decides which units expand
+            except Exception as e:  # noqa: BLE001  (re-raised below, after the batch's own checks)
+                probe_error = e
         for u in self.units:
             u.calls.clear()
         self._edges = []
@@ -380,8 +439,8 @@ class RulesBackend(Backend):
                             f"an input of module {u.label} was modified in place after the module used it; "
                             "ftdfast needs the inputs as the module saw them: make that operation out of place "
                             "(e.g. nn.ReLU(inplace=False))")
-        if not self._probed and batch.n >= 2:
-            self._probe(batch)  # after the batch's forward, so that errors name the batch's shapes
+        if probe_error is not None:
+            raise probe_error  # the batch's own forward and checks name the problem better, when they can
         for u in self.units:
             stream = len(u.calls) == 1 and not u.shared and u.calls[0].extra["live"] == 1 \
                 and not (self._guarding and u.rule is None)
