@@ -29,6 +29,7 @@ goes to the exact path from then on.
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, List, Optional
@@ -93,6 +94,10 @@ def _reaches_hooked(roots, hooked) -> Dict:
                 stack.append((node, True))
                 stack.extend((c, False) for c in children if c not in memo)
     return memo
+
+
+# model -> {probe key: (exact parameters and why, names of units to expand)}: the probe's verdicts
+_PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _expand_call(module: nn.Module, args, kwargs, output, n: int):
@@ -310,7 +315,32 @@ class RulesBackend(Backend):
                         "(e.g. it caches a parameter-derived tensor in eval mode)")
         return None
 
+    def _probe_key(self, batch) -> tuple:
+        """What the probe's verdict depends on: the units (modules, parameters) and the inputs' per-sample shapes."""
+        from ..data import iter_tensors
+        inputs = tuple((tuple(t.shape[1:]), t.dtype, t.device.type) for t in iter_tensors(batch.inputs))
+        units = tuple((u.name, id(u.module), type(u.module), tuple(u.params.values()), u.module.training)
+                      for u in self.units)
+        return inputs, units, tuple(id(p) for p in self.table.params.values())
+
     def _probe(self, batch) -> None:
+        """:meth:`_probe_now`, or its verdict for the same model and input shapes from an earlier call."""
+        self._probed = True
+        key = self._probe_key(batch)
+        try:
+            known = _PROBED.setdefault(self.model, {})
+        except TypeError:  # a model that cannot be weakly referenced: no memory of earlier calls
+            known = {}
+        if key not in known:
+            self._probe_now(batch)
+            known[key] = (dict(self.exact), {u.name for u in self.units if u.expand})
+        exact, expand = known[key]
+        for g, why in exact.items():
+            self.exact.setdefault(g, why)
+        for u in self.units:
+            u.expand = u.name in expand
+
+    def _probe_now(self, batch) -> None:
         """Which units' rows are not samples, on a sub-batch of two: checked once, in the first batch.
 
         The per-call shape check cannot see a dimension whose size happens to equal N
@@ -324,9 +354,8 @@ class RulesBackend(Backend):
         samples (``_expand_call``): if the model's output is unchanged and the expanded rows
         pass the same row test, the unit is expanded in every batch from then on, and its
         rule sees per-sample rows at no extra cost. Cost: two or three forwards and
-        backwards of two samples, once per ``fisher_diagonal`` call.
+        backwards of two samples, once per model and input shape in a process.
         """
-        self._probed = True
         first, out1 = self._probe_pass(batch, set())
         candidates = {id(u) for u, why, pairs, grown in first
                       if why is not None and len(pairs) == 1 and pairs[0][0].shape[pairs[0][1]] == 1}
