@@ -236,6 +236,32 @@ def test_expanded_parameters(exact_kind):
     compare(model, x, y, fisher=exact_kind)
 
 
+@pytest.mark.parametrize("batch_size", [2, 5], ids=["batches-2-2-1", "one-batch"])
+def test_raw_parameters_leave_the_fallback_after_the_first_batch(batch_size, monkeypatch):
+    """cls.expand / x + pos / gamma * h of a module with ruled children: the first batch runs the fallback beside
+    the per-use path (backends.raw); where they agree, later batches and later calls skip the fallback."""
+    from ftdfast.fisher.backends import rules
+    calls = []
+    real = rules.fallback_factors
+    monkeypatch.setattr(rules, "fallback_factors", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = ExpandedToken().double().eval()
+    x, y = _float(5, (3, 4), 3)
+    want = ftdfast.fisher_diagonal(model, (x, y), backend="loop", progress=False)
+    for fisher_kind in ("empirical", "exact"):
+        if fisher_kind == "exact":
+            want = ftdfast.fisher_diagonal(model, (x, y), backend="loop", fisher="exact", progress=False)
+        for repeat in range(2):
+            calls.clear()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = ftdfast.fisher_diagonal(model, (x, y), backend="rules", batch_size=batch_size,
+                                              fisher=fisher_kind, progress=False)
+            assert_exact(got, want)
+            first_call = fisher_kind == "empirical" and repeat == 0
+            assert bool(calls) == first_call  # the fallback ran in the very first batch only
+
+
 def test_folded_batch():
     torch.manual_seed(0)
     model = Folded().double()

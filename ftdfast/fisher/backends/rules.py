@@ -36,7 +36,7 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-from torch.autograd.graph import get_gradient_edge
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ..fallback import batch_dims, fallback_factors, warn_fallback
@@ -44,6 +44,7 @@ from ..losses import FISHER_KINDS
 from ..registry import Call, Rule, find_rule
 from ..squares import sum_of_squares_group, use_impl
 from .base import Backend, ParamTable
+from . import raw
 from .exact import exact_square_sums
 
 # How far the fallback's summed per-sample gradients may be from the module's gradient (relative to the
@@ -98,6 +99,9 @@ def _reaches_hooked(roots, hooked) -> Dict:
 
 # model -> {probe key: (exact parameters and why, names of units to expand)}: the probe's verdicts
 _PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# model -> {probe key: names of fallback units whose raw parameters agreed with the fallback (backends.raw)}
+_RAW_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_RAW_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
 def _expand_call(module: nn.Module, args, kwargs, output, n: int):
@@ -176,6 +180,12 @@ class RulesBackend(Backend):
         self._guarding = False  # this batch checks the fallback (the first batch)
         self._guarded = False
         self._probed = False
+        self._key = None  # the probe key of this call's first batch
+        # fallback units with ruled children: "trial" (first batch: raw path beside the fallback), "ok", "no"
+        self._raw_state: Dict[str, str] = {
+            u.name: "trial" for u in self.units
+            if u.rule is None and any(v is not u and v.name.startswith(u.name + "." if u.name else "")
+                                      for v in self.units)}
         self.exact: Dict[str, str] = {}  # global parameter name -> why it takes the exact path (every batch)
         self._batch_exact: Dict[str, str] = {}  # the same for this batch only (unbatched calls)
 
@@ -326,9 +336,12 @@ class RulesBackend(Backend):
     def _probe(self, batch) -> None:
         """:meth:`_probe_now`, or its verdict for the same model and input shapes from an earlier call."""
         self._probed = True
-        key = self._probe_key(batch)
+        key = self._key = self._probe_key(batch)
         try:
             known = _PROBED.setdefault(self.model, {})
+            for name in _RAW_OK.get(self.model, {}).get(key, ()):
+                if self._raw_state.get(name) == "trial":
+                    self._raw_state[name] = "ok"
         except TypeError:  # a model that cannot be weakly referenced: no memory of earlier calls
             known = {}
         if key not in known:
@@ -419,6 +432,57 @@ class RulesBackend(Backend):
                                     "chance, a broadcast output read per row, or samples mixed)")
         return seen, out.detach()
 
+    def _raw_uses(self, out) -> Dict[str, Dict[str, list]]:
+        """Unit name -> {global parameter name -> its uses} for the units whose raw path runs this batch."""
+        units = [u for u in self.units if self._raw_state.get(u.name) in ("trial", "ok") and u.calls
+                 and not u.shared and not any(self._is_exact(g) for g in u.params.values())
+                 and (self._raw_state[u.name] == "ok" or self._guarding)]
+        if not units:
+            return {}
+        params = {g: self.table.params[g] for u in units for g in u.params.values()}
+        uses = raw.find_uses(out.grad_fn, params)
+        found = {}
+        for u in units:
+            mine = {g: uses[g] for g in u.params.values()}
+            if all(raw.supported(us) for us in mine.values()):
+                found[u.name] = mine
+            else:
+                self._raw_state[u.name] = "no"
+        return found
+
+    def _raw_sums(self, unit: _Unit, uses, node_grads) -> Optional[Dict[str, torch.Tensor]]:
+        """The raw path's square sums for ``unit``'s parameters, or None where some use does not fit."""
+        if not uses:
+            return None
+        out = {}
+        for g, us in uses.items():
+            p = self.table.params[g]
+            total = None
+            for node, index in us:
+                part = raw.per_sample(node, index, node_grads.get(node), p, self._batch_n)
+                if part is None:
+                    self._raw_state[unit.name] = "no"
+                    return None
+                total = part if total is None else total + part
+            out[g] = total.square().sum(dim=0)
+        return out
+
+    def _raw_verdict(self, unit: _Unit, raw_sums, fallback_sums) -> None:
+        """First batch: keep the raw path for later batches (and calls) only where it equals the fallback."""
+        ok = raw_sums is not None and fallback_sums is not None and set(raw_sums) <= set(fallback_sums)
+        for g, s in (raw_sums or {}).items():
+            if not ok:
+                break
+            want = fallback_sums[g]
+            scale = float(want.abs().max()) if want.numel() else 0.0
+            ok = float((s - want).abs().max()) <= _RAW_RTOL.get(want.dtype, 1e-2) * scale + 1e-30
+        self._raw_state[unit.name] = "ok" if ok else "no"
+        if ok and self._key is not None:
+            try:
+                _RAW_OK.setdefault(self.model, {}).setdefault(self._key, set()).add(unit.name)
+            except TypeError:
+                pass
+
     def _exact_pass(self, out: torch.Tensor, v: torch.Tensor) -> None:
         names = sorted(set(self.exact) | set(self._batch_exact))
         if not names:
@@ -470,9 +534,10 @@ class RulesBackend(Backend):
                             "(e.g. nn.ReLU(inplace=False))")
         if probe_error is not None:
             raise probe_error  # the batch's own forward and checks name the problem better, when they can
+        raw_uses = self._raw_uses(out)
         for u in self.units:
             stream = len(u.calls) == 1 and not u.shared and u.calls[0].extra["live"] == 1 \
-                and not (self._guarding and u.rule is None)
+                and not (self._guarding and u.rule is None) and u.name not in raw_uses
             for c in u.calls:
                 c.extra["stream"] = stream
         deferred = [u for u in self.units if u.calls and not u.calls[0].extra["stream"]]
@@ -480,9 +545,11 @@ class RulesBackend(Backend):
         below = _reaches_hooked(hooked, hooked)
         bottom = [e for e in self._edges if not below[e.node]]
         guarded = [u for u in self.units if self._guarding and u.rule is None and u.calls and not u.shared]
-        keep_graph = bool(self.exact) or bool(self._batch_exact) or bool(guarded)  # a failed guard goes exact
+        # a failed guard goes exact; a mul's saved factor is read after the backward
+        keep_graph = bool(self.exact) or bool(self._batch_exact) or bool(guarded) or bool(raw_uses)
         guard_names = [g for u in guarded for g in u.params.values() if not self._is_exact(g)]
-        roots = bottom + [self.table.params[g] for g in guard_names]
+        raw_nodes = list({node: None for uses in raw_uses.values() for us in uses.values() for node, _ in us})
+        roots = bottom + [self.table.params[g] for g in guard_names] + [GradientEdge(nd, 0) for nd in raw_nodes]
         vs = list(grads_for(out))
         for k, v in enumerate(vs):
             self._last_pass = k == len(vs) - 1
@@ -492,12 +559,20 @@ class RulesBackend(Backend):
             grads = torch.autograd.grad(out, roots, v, retain_graph=keep_graph or not self._last_pass,
                                         allow_unused=True) if roots else ()
             batch_grads = {g: t for g, t in zip(guard_names, grads[len(bottom):]) if t is not None}
+            node_grads = dict(zip(raw_nodes, grads[len(bottom) + len(guard_names):]))
             merged: Dict[str, list] = {}
             for u in deferred:
+                raw_sums = self._raw_sums(u, raw_uses.get(u.name), node_grads)
+                if raw_sums is not None and self._raw_state.get(u.name) == "ok":
+                    for name, s in raw_sums.items():
+                        self.add(name, s)
+                    continue
                 fs = self._factors(u, u.calls)
                 if not fs:
                     continue
                 sums = sum_of_squares_group(fs) if u in guarded else None
+                if self._raw_state.get(u.name) == "trial":
+                    self._raw_verdict(u, raw_sums, sums)
                 why = self._guard(u, batch_grads) if sums is not None else None
                 if why is not None:
                     for g in u.params.values():
