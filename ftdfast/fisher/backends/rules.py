@@ -13,15 +13,19 @@ or sharing a parameter with another module, are processed after the backward, wi
 their calls' per-sample gradients added before the square.
 
 A rule's per-sample formula holds only where the module's inputs and outputs carry
-the batch's N samples on their batch dimension. Every call is checked
-(:meth:`RulesBackend._batched`): a call without them (a position table evaluated
-on ``arange(T)[None]`` and broadcast, a relative-position bias with no batch
-dimension, a batch folded into ``(N * P, ...)``) sends the parameters of its module
-to the exact path (:mod:`ftdfast.fisher.backends.exact`) for that batch. The
-torch.func fallback is checked on the first batch: its per-sample gradients must add
-up to the module's gradient taken from the real graph (:meth:`RulesBackend._guard`);
-a module that fails (e.g. it reads a parameter-derived tensor cached in eval mode)
-goes to the exact path from then on.
+the batch's N samples on their batch dimension (:mod:`.batch_check`): every call's
+sizes are checked, and a two-sample probe checks the rows once. A module whose one
+output is computed once and broadcast (a position table on ``arange(T)[None]``) has
+that output expanded to the samples where the probe shows it is safe; any other call
+without the samples (a relative-position bias with no batch dimension, a batch folded
+into ``(N * P, ...)``) sends its module's parameters to the exact path
+(:mod:`.exact`). The torch.func fallback is checked on the first batch: its
+per-sample gradients must add up to the module's gradient from the batch's own
+backward (:meth:`RulesBackend._guard`); a module that fails (it reads a
+parameter-derived tensor cached in eval mode) goes to the exact path from then on.
+Raw parameters of a module without a rule whose children have rules (ViT's class
+token) are taken from the graph nodes that use them (:mod:`.raw`) where that agrees
+with the fallback on the first batch.
 
 ``native=True`` uses the C++/CUDA kernels for the closed forms where they are built
 (``backend="native"`` / ``"auto"``); ``native=False`` pure PyTorch (``backend="rules"``).
@@ -44,7 +48,8 @@ from ..losses import FISHER_KINDS
 from ..registry import Call, Rule, find_rule
 from ..squares import sum_of_squares_group, use_impl
 from .base import Backend, ParamTable
-from . import raw
+from . import batch_check, raw
+from .batch_check import expand_call, unbatched
 from .exact import exact_square_sums
 
 # How far the fallback's summed per-sample gradients may be from the module's gradient (relative to the
@@ -97,29 +102,9 @@ def _reaches_hooked(roots, hooked) -> Dict:
     return memo
 
 
-# model -> {probe key: (exact parameters and why, names of units to expand)}: the probe's verdicts
-_PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # model -> {probe key: names of fallback units whose raw parameters agreed with the fallback (backends.raw)}
 _RAW_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _RAW_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
-
-
-def _expand_call(module: nn.Module, args, kwargs, output, n: int):
-    """The call with its single output, and every input of size 1 on the batch dimension, expanded to n samples.
-
-    None where the output is not one tensor of size 1 there. Views: nothing is copied.
-    """
-    if not isinstance(output, torch.Tensor):
-        return None
-    d = batch_dims(module, [output])[0]
-    if output.dim() <= d or output.shape[d] != 1:
-        return None
-
-    def grow(t):
-        if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == 1:
-            return t.expand(tuple(t.shape[:d]) + (n,) + tuple(t.shape[d + 1:]))
-        return t
-    return tree_map(grow, args), tree_map(grow, kwargs), grow(output)
 
 
 def _graph_variables(root) -> set:
@@ -195,7 +180,7 @@ class RulesBackend(Backend):
         # this hook runs for every layer of every batch.
         replaced = None
         if unit.expand and self._batch_n > 1:
-            grown = _expand_call(module, args, kwargs, output, self._batch_n)
+            grown = expand_call(module, args, kwargs, output, self._batch_n)
             if grown is not None:
                 args, kwargs, output = grown
                 replaced = output  # the model goes on with the expanded output: per-sample rows
@@ -206,7 +191,7 @@ class RulesBackend(Backend):
             return replaced
         inputs = args if not kwargs and all(isinstance(a, torch.Tensor) for a in args) \
             else tree_flatten((args, kwargs))[0]
-        why = self._batched(unit.module, inputs, leaves, live)
+        why = unbatched(unit.module, inputs, leaves, live, self._batch_n)
         if why is not None:
             for g in unit.params.values():
                 self._batch_exact.setdefault(g, f"{unit.label}: {why}")
@@ -222,26 +207,6 @@ class RulesBackend(Backend):
             self._edges.append(get_gradient_edge(leaves[i]))
         unit.calls.append(call)
         return replaced
-
-    def _batched(self, module: nn.Module, inputs, leaves, live) -> Optional[str]:
-        """None when the call carries the batch's N samples on its batch dimension, else what is wrong.
-
-        Checked: every live output, every input that requires grad, and the first input
-        (token ids, images): each must have size N at its batch dimension
-        (:func:`ftdfast.fisher.fallback.batch_dims`).
-        """
-        n = self._batch_n
-        out_dims = batch_dims(module, leaves)
-        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-        in_dims = batch_dims(module, tensors)
-        checks = [(f"output {i}", leaves[i], out_dims[i]) for i in live]
-        checks += [(f"input {j}", t, d) for j, (t, d) in enumerate(zip(tensors, in_dims))
-                   if j == 0 or t.requires_grad]
-        for what, t, d in checks:
-            if t.dim() <= d or t.shape[d] != n:
-                return (f"its {what} has shape {tuple(t.shape)}, without the batch's {n} samples on dimension "
-                        f"{d} (computed once and broadcast, or the batch folded with another dimension)")
-        return None
 
     def _on_grad(self, unit: _Unit, call: Call, index: int, grad: torch.Tensor):
         if self._quiet:
@@ -325,112 +290,22 @@ class RulesBackend(Backend):
                         "(e.g. it caches a parameter-derived tensor in eval mode)")
         return None
 
-    def _probe_key(self, batch) -> tuple:
-        """What the probe's verdict depends on: the units (modules, parameters) and the inputs' per-sample shapes."""
-        from ..data import iter_tensors
-        inputs = tuple((tuple(t.shape[1:]), t.dtype, t.device.type) for t in iter_tensors(batch.inputs))
-        units = tuple((u.name, id(u.module), type(u.module), tuple(u.params.values()), u.module.training)
-                      for u in self.units)
-        return inputs, units, tuple(id(p) for p in self.table.params.values())
-
     def _probe(self, batch) -> None:
-        """:meth:`_probe_now`, or its verdict for the same model and input shapes from an earlier call."""
+        """The two-sample probe's verdict (:func:`batch_check.probe`); the raw-path verdicts of earlier calls."""
         self._probed = True
-        key = self._key = self._probe_key(batch)
-        try:
-            known = _PROBED.setdefault(self.model, {})
-            for name in _RAW_OK.get(self.model, {}).get(key, ()):
-                if self._raw_state.get(name) == "trial":
-                    self._raw_state[name] = "ok"
-        except TypeError:  # a model that cannot be weakly referenced: no memory of earlier calls
-            known = {}
-        if key not in known:
-            self._probe_now(batch)
-            known[key] = (dict(self.exact), {u.name for u in self.units if u.expand})
-        exact, expand = known[key]
+        key = self._key = batch_check.probe_key(self, batch)
+        exact, expand = batch_check.probe(self, batch, key)
         for g, why in exact.items():
             self.exact.setdefault(g, why)
         for u in self.units:
             u.expand = u.name in expand
-
-    def _probe_now(self, batch) -> None:
-        """Which units' rows are not samples, on a sub-batch of two: checked once, in the first batch.
-
-        The per-call shape check cannot see a dimension whose size happens to equal N
-        (T5's (q, k) bucket ids with q == N). Here samples 0 and 1 run alone, and a random
-        output gradient is given to sample 1 only: every hooked output must have size 2 on
-        its batch dimension and an exactly zero gradient in row 0. A unit that fails takes
-        the exact path for every batch.
-
-        A unit whose one output has size 1 there (a position table on ``arange(T)[None]``,
-        broadcast afterwards) is tried once more with its output and inputs expanded to the
-        samples (``_expand_call``): if the model's output is unchanged and the expanded rows
-        pass the same row test, the unit is expanded in every batch from then on, and its
-        rule sees per-sample rows at no extra cost. Cost: two or three forwards and
-        backwards of two samples, once per model and input shape in a process.
-        """
-        first, out1 = self._probe_pass(batch, set())
-        candidates = {id(u) for u, why, pairs, grown in first
-                      if why is not None and len(pairs) == 1 and pairs[0][0].shape[pairs[0][1]] == 1}
-        verdict = {id(u): (u, why) for u, why, _, _ in first}
-        if candidates:
-            second, out2 = self._probe_pass(batch, candidates)
-            same = out2.shape == out1.shape and torch.allclose(out2, out1, rtol=1e-6, atol=1e-6 * float(
-                out1.abs().max().clamp_min(1e-30)))
-            for u, why, _, grown in second:
-                if id(u) in candidates and grown:
-                    if same and why is None:
-                        u.expand = True
-                        verdict[id(u)] = (u, None)
-                    elif why is not None:
-                        verdict[id(u)] = (u, why)
-        for u, why in verdict.values():
-            if why is not None:
-                for g in u.params.values():
-                    self.exact.setdefault(g, f"{u.label}: {why}")
-
-    def _probe_pass(self, batch, expand: set):
-        """One forward and backward of samples 0 and 1 (units in ``expand`` expanded); what each call showed."""
-        sub = batch.select(0, 2)
-        seen: List[list] = []  # [unit, why or None, [(leaf, dim)], expanded]
-
-        def hook(unit, module, args, kwargs, output):
-            grown = _expand_call(module, args, kwargs, output, 2) if id(unit) in expand else None
-            if grown is not None:
-                args, kwargs, output = grown
-            leaves = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
-            live = [i for i, t in enumerate(leaves) if t.requires_grad and t.grad_fn is not None]
-            if live:
-                why = self._batched(module, tree_flatten((args, kwargs))[0], leaves, live)
-                dims = batch_dims(module, leaves)
-                seen.append([unit, why, [(leaves[i], dims[i]) for i in live], grown is not None])
-            return output if grown is not None else None
-
-        handles = [u.module.register_forward_hook(partial(hook, u), with_kwargs=True) for u in self.units]
-        n_saved = self._batch_n
-        self._batch_n = 2
         try:
-            with torch.enable_grad():
-                out = self.forward(sub)
-        finally:
-            self._batch_n = n_saved
-            for h in handles:
-                h.remove()
-        gen = torch.Generator(device=out.device).manual_seed(0)
-        v = torch.zeros_like(out)
-        v[1] = torch.randn(out.shape[1:], generator=gen, dtype=out.dtype, device=out.device)
-        leaves = [t for _, why, pairs, _ in seen if why is None for t, _ in pairs]
-        # retain_graph: a module may hold part of this graph in a cache of its own (timm LeViT)
-        grads = iter(torch.autograd.grad(out, leaves, v, allow_unused=True, retain_graph=True) if leaves else ())
-        for entry in seen:
-            if entry[1] is None:
-                for t, d in entry[2]:
-                    g = next(grads)
-                    if g is not None and bool(g.narrow(d, 0, 1).ne(0).any()) and entry[1] is None:
-                        entry[1] = ("the gradient of sample 1 alone reaches row 0 of its output on the batch "
-                                    "dimension: its rows are not the samples (a dimension that equals N by "
-                                    "chance, a broadcast output read per row, or samples mixed)")
-        return seen, out.detach()
+            known = _RAW_OK.get(self.model, {}).get(key, ())
+        except TypeError:
+            known = ()
+        for name in known:
+            if self._raw_state.get(name) == "trial":
+                self._raw_state[name] = "ok"
 
     def _raw_uses(self, out) -> Dict[str, Dict[str, list]]:
         """Unit name -> {global parameter name -> its uses} for the units whose raw path runs this batch."""
