@@ -43,7 +43,7 @@ import torch.nn as nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ..fallback import batch_dims, fallback_factors, warn_fallback
+from ..fallback import fallback_factors, warn_fallback
 from ..losses import FISHER_KINDS
 from ..registry import Call, Rule, find_rule
 from ..squares import sum_of_squares_group, use_impl
