@@ -381,3 +381,13 @@ def test_the_fallback_guard_passes_plain_fallback_modules(pid, monkeypatch):
         ftdfast.fisher_diagonal(model, (x, y), backend="rules", progress=False)
     assert not [w for w in caught if "add up" in str(w.message)]
     assert not used
+
+
+def test_the_exact_path_names_its_parameters_and_why():
+    torch.manual_seed(0)
+    model = Folded().double().eval()
+    x, y = _float(4, (3, 2, 4), 3)
+    with pytest.warns(UserWarning, match=r"exact per-sample backwards \(slower\) for bn.bias: bn \(BatchNorm1d\), run "
+                                         r"on samples 0 and 1 alone: its output 0 has shape \(12, 4\), without the 2 "
+                                         r"samples on dimension 0"):
+        ftdfast.fisher_diagonal(model, (x, y), backend="rules", progress=False)

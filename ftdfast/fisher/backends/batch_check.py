@@ -43,7 +43,7 @@ def unbatched(module: nn.Module, inputs, leaves, live, n: int) -> Optional[str]:
     checks += [(f"input {j}", t, d) for j, (t, d) in enumerate(zip(tensors, in_dims)) if j == 0 or t.requires_grad]
     for what, t, d in checks:
         if t.dim() <= d or t.shape[d] != n:
-            return (f"its {what} has shape {tuple(t.shape)}, without the batch's {n} samples on dimension "
+            return (f"its {what} has shape {tuple(t.shape)}, without the {n} samples on dimension "
                     f"{d} (computed once and broadcast, or the batch folded with another dimension)")
     return None
 
@@ -111,7 +111,7 @@ def _probe_now(backend, batch) -> Tuple[Dict[str, str], Set[str]]:
     for u, why in verdict.values():
         if why is not None:
             for g in u.params.values():
-                exact.setdefault(g, f"{u.label}: {why}")
+                exact.setdefault(g, f"{u.label}, run on samples 0 and 1 alone: {why}")
     return exact, expand
 
 

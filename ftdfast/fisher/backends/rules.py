@@ -161,7 +161,7 @@ class RulesBackend(Backend):
         self._last_pass = True
         self._edges: list = []
         self._checked_graph = False
-        self._quiet = False  # backwards of the guard and the exact path run through the hooks: they stay quiet
+        self._quiet = False  # the exact path's backwards run through the hooks: they stay quiet
         self._guarding = False  # this batch checks the fallback (the first batch)
         self._guarded = False
         self._probed = False
@@ -173,6 +173,7 @@ class RulesBackend(Backend):
                                       for v in self.units)}
         self.exact: Dict[str, str] = {}  # global parameter name -> why it takes the exact path (every batch)
         self._batch_exact: Dict[str, str] = {}  # the same for this batch only (unbatched calls)
+        self._told: set = set()  # exact-path parameters already named in a warning
 
     # ------------------------------------------------------------- hooks
     def _forward_hook(self, unit: _Unit, module, args, kwargs, output):
@@ -362,6 +363,12 @@ class RulesBackend(Backend):
         names = sorted(set(self.exact) | set(self._batch_exact))
         if not names:
             return
+        new = [k for k in names if k not in self._told]
+        if new:
+            self._told.update(new)
+            why = {**self._batch_exact, **self.exact}
+            warnings.warn("ftdfast: exact per-sample backwards (slower) for " + "; ".join(
+                f"{k}: {why[k]}" for k in new), stacklevel=5)
         self._quiet = True
         try:
             sums = exact_square_sums(out, v, {k: self.table.params[k] for k in names}, self._graph_elements)
