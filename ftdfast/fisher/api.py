@@ -16,7 +16,6 @@ from .data import check_count, num_samples_hint, stream_batches
 from .losses import FISHER_KINDS, LossArg, resolve_loss
 from .parallel import SHARD_MODES, Shard, all_reduce_sums, shard_data, unwrap_model, use_distributed
 from .result import FisherDiagonal
-from .squares import use_impl
 
 BACKEND_NAMES = ("auto",) + tuple(BACKENDS)
 
@@ -44,10 +43,13 @@ def check_eval_mode(model: nn.Module) -> None:
 
 
 def _pick_backend(backend: str) -> str:
+    """The backend name that runs: ``"auto"`` becomes ``"native"`` where the extension is built, else ``"rules"``."""
     if backend not in BACKEND_NAMES:
         raise ValueError(f"backend={backend!r} is not one of {BACKEND_NAMES}")
     if backend == "native":
         _ext.require_native("backend='native'")
+    if backend == "auto":
+        return "native" if _ext.HAS_NATIVE else "rules"
     return backend
 
 
@@ -81,7 +83,9 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             from the model with ``generator``).
         backend: ``"rules"`` (per-layer closed forms, one forward and backward per batch),
             ``"native"`` (the same with the C++/CUDA kernels), ``"func"`` (whole-model
-            torch.func), ``"loop"`` (one backward per sample: the reference), ``"legacy"``
+            torch.func), ``"loop"`` (one batched forward and one backward per sample: the
+            reference), ``"loop1"`` (a forward and backward per sample, each a batch of
+            one: a second reference), ``"legacy"``
             (the square of each batch-mean gradient as in the authors' code: NOT this
             quantity, batch-size dependent), ``"auto"`` (native where built, else rules).
         batch_size: batch size when ``data`` is a tuple. The result does not depend on it.
@@ -131,17 +135,18 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    backend = _pick_backend(backend)
-    if backend == "legacy" and fisher != "empirical":
-        raise ValueError("backend='legacy' reproduces the authors' empirical estimate only; use fisher='empirical'")
+    used = _pick_backend(backend)
+    engine_cls, options = BACKENDS[used]
+    if fisher not in engine_cls.fisher_kinds:
+        raise ValueError(f"backend={used!r} computes fisher={engine_cls.fisher_kinds} only, not {fisher!r}")
     batch_size = check_count(batch_size, "batch_size")
     max_samples = check_count(max_samples, "max_samples", optional=True)
     if shard not in SHARD_MODES:
         raise ValueError(f"shard={shard!r} is not one of {SHARD_MODES}")
     parallel = use_distributed(distributed)
     rank, world = D.world() if parallel else (0, 1)
-    if parallel and backend == "legacy":
-        raise ValueError("backend='legacy' reproduces the authors' single-process code and is not data-parallel; "
+    if parallel and not engine_cls.distributed:
+        raise ValueError(f"backend={used!r} is not data-parallel (it reproduces single-process code); "
                          "pass distributed=False to run it in each process on its own data")
     model = unwrap_model(model)
     spec = resolve_loss(loss)
@@ -154,8 +159,6 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         device = next(iter(table.params.values())).device
     device = torch.device(device)
 
-    impl = "auto" if backend in ("auto", "native") else "ref"
-    used = ("native" if _ext.HAS_NATIVE else "rules") if backend == "auto" else backend
     seen, totals, error, engine = 0, None, None, None
     try:
         check_eval_mode(model)
@@ -165,12 +168,11 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             part = Shard(data, max_samples, num_samples_hint(data))
             if max_samples is not None and part.total is not None:
                 part.total = min(part.total, max_samples)
-        engine = BACKENDS["rules" if backend == "auto" else backend](
-            model, table, strict=strict, chunk_size=chunk_size, loss_spec=spec, fisher=fisher)
+        engine = engine_cls(model, table, strict=strict, chunk_size=chunk_size, loss_spec=spec, fisher=fisher,
+                            **options)
         engine.start(dtype)
         desc = f"Fisher ({used}, rank 0 of {world})" if parallel else f"Fisher ({used})"
-        with progress_bar(total=part.total, enabled=progress and rank == 0, desc=desc, unit="sample") as bar, \
-                use_impl(impl):
+        with progress_bar(total=part.total, enabled=progress and rank == 0, desc=desc, unit="sample") as bar:
             for batch in checked_batches(stream_batches(part.data, batch_size=batch_size,
                                                         max_samples=part.max_samples, device=device),
                                          model, lambda: engine.acc):
@@ -181,8 +183,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
                 engine.accumulate(batch, grads_for)
                 seen += batch.n
                 bar.update(batch.n)
-        if backend != "legacy":
-            totals = engine.totals()
+        totals = engine.totals()
     except Exception as e:
         if not parallel or D.is_fatal(e):
             raise
@@ -192,10 +193,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     if seen == 0:
         raise ValueError("the data is empty: no samples to compute the Fisher on")
 
-    if backend == "legacy":
-        values = engine.finish()
-    else:
-        values = {k: v.div_(seen) for k, v in totals.items()}
+    values = engine.finish(totals, seen)
     meta = {"loss": spec.name, "fisher": fisher, "backend": used, "dtype": str(dtype).replace("torch.", ""),
             "model": type(model).__qualname__, "torch": str(torch.__version__), "ftdfast": __version__,
             "world_size": world}

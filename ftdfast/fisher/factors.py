@@ -1,22 +1,82 @@
 """The maths of per-sample parameter gradients, layer by layer, kept apart from what is computed from them.
 
-A Fisher rule describes a parameter's per-sample gradient ``G_n`` as one of these
-factored forms, built from the layer's captured input and output gradient. The
-quantities (the sum of squares in :mod:`ftdfast.fisher.squares`) are computed from
-the factors without materializing ``G_n`` for all samples at once.
+A Fisher rule describes a parameter's per-sample gradient ``G_n`` as a *factor*: an
+object that knows the sample count ``n``, the parameter's ``shape`` and ``dtype``,
+and can produce ``G_n`` for a range of samples (``per_sample(start, stop)``, shape
+(stop - start, *shape)). A factor may also offer:
+
+- ``square_sum(impl)``: ``sum_n G_n * G_n`` in closed form (default: chunks of
+  ``per_sample`` bounded by ``FTDFAST_WORKSPACE_MB``);
+- ``merge(factors)`` (a classmethod): one factor for the sum over calls of several
+  same-kind factors (a module called twice), or ``None`` where there is no closed form;
+- ``source``: an object shared by factors computed together (the torch.func fallback),
+  so that :mod:`ftdfast.fisher.squares` walks their chunks once for all of them.
+
+Any class following :class:`SampleFactor` is a factor; :mod:`ftdfast.fisher.squares`
+dispatches on these methods only, never on the class. No tensor of shape
+(N, *param_shape) is built where a closed form exists.
 
 Index letters: n sample, t position, i layer input feature, o output feature.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
+from ..workspace import chunk_size
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def chunked_square_sum(factors: Sequence) -> torch.Tensor:
+    """``sum_n (sum_c G_n^c)^2`` of factors with the same n and shape, from ``per_sample`` blocks that fit
+    the workspace."""
+    first = factors[0]
+    shape = tuple(first.shape)
+    acc = None
+    step = chunk_size(2 * _numel(shape), first.dtype)
+    for start in range(0, first.n, step):
+        stop = min(first.n, start + step)
+        g = first.per_sample(start, stop)
+        for f in factors[1:]:
+            g = g + f.per_sample(start, stop).reshape(g.shape)
+        part = g.square().sum(dim=0)
+        acc = part if acc is None else acc.add_(part)
+    return acc.reshape(shape)
+
+
+class SampleFactor:
+    """The factor protocol, with generic defaults. Subclasses set ``n``, ``shape``, ``dtype`` and ``per_sample``."""
+
+    source: Any = None  # a shared computation behind several factors (see module docstring)
+
+    n: int
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+
+    def per_sample(self, start: int, stop: int) -> torch.Tensor:  # pragma: no cover - interface
+        """``G_n`` for n in start:stop, shape (stop - start, *shape)."""
+        raise NotImplementedError
+
+    def square_sum(self, impl) -> torch.Tensor:
+        """``sum_n G_n * G_n``, shape ``shape``. ``impl``: the closed-form implementation (see squares.Impl)."""
+        return chunked_square_sum([self])
+
+    @classmethod
+    def merge(cls, factors: Sequence["SampleFactor"]) -> Optional["SampleFactor"]:
+        """One factor whose ``G_n`` is the sum of the factors' (all of this class), or None."""
+        return None
+
 
 @dataclass
-class Outer:
+class Outer(SampleFactor):
     """``G_n = b_n^T a_n`` reshaped to ``shape``: a Linear-type weight.
 
     a: (n, t, i) layer inputs, b: (n, t, o) output gradients; ``prod(shape) == o * i``.
@@ -30,13 +90,28 @@ class Outer:
     def n(self) -> int:
         return self.a.shape[0]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.a.dtype
+
     def per_sample(self, start: int, stop: int) -> torch.Tensor:
         g = torch.bmm(self.b[start:stop].transpose(1, 2), self.a[start:stop])
         return g.reshape((stop - start,) + tuple(self.shape))
 
+    def square_sum(self, impl) -> torch.Tensor:
+        return impl.linear(self.a, self.b).reshape(self.shape)  # (o, i) -> the parameter's shape
+
+    @classmethod
+    def merge(cls, factors):
+        """Calls with the same input width add up as more positions: concatenate along t."""
+        if len({f.a.shape[2] for f in factors}) != 1:
+            return None
+        return cls(torch.cat([f.a for f in factors], dim=1), torch.cat([f.b for f in factors], dim=1),
+                   factors[0].shape)
+
 
 @dataclass
-class PerSample:
+class PerSample(SampleFactor):
     """Per-sample gradients given explicitly: g is (n, *shape). For small parameters (biases, norms)."""
 
     g: torch.Tensor
@@ -49,12 +124,26 @@ class PerSample:
     def shape(self) -> Tuple[int, ...]:
         return tuple(self.g.shape[1:])
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.g.dtype
+
     def per_sample(self, start: int, stop: int) -> torch.Tensor:
         return self.g[start:stop]
 
+    def square_sum(self, impl) -> torch.Tensor:
+        return self.g.square().sum(dim=0)
+
+    @classmethod
+    def merge(cls, factors):
+        total = factors[0].g
+        for f in factors[1:]:
+            total = total + f.g.reshape(total.shape)
+        return cls(total)
+
 
 @dataclass
-class ConvWeight:
+class ConvWeight(SampleFactor):
     """The weight of a (transposed) convolution: ``G_n`` is the weight gradient of sample n alone.
 
     x: (n, C_in, *spatial) input, gy: (n, C_out, *spatial_out) output gradient.
@@ -75,12 +164,13 @@ class ConvWeight:
         return self.x.shape[0]
 
     @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    @property
     def positions(self) -> int:
         """Output positions t per sample (H_out * W_out for a Conv2d)."""
-        t = 1
-        for s in self.gy.shape[2:]:
-            t *= s
-        return t
+        return _numel(self.gy.shape[2:])
 
     def _backward_weight(self, gy: torch.Tensor, x: torch.Tensor, weight_shape, groups: int) -> torch.Tensor:
         dummy = torch.empty(weight_shape, dtype=x.dtype, device=x.device)
@@ -102,9 +192,13 @@ class ConvWeight:
         g = self._backward_weight(gy, x, shape, self.groups * nc)
         return g.reshape((nc,) + tuple(self.shape))
 
+    def square_sum(self, impl) -> torch.Tensor:
+        from .conv_methods import conv_sum_of_squares  # conv_methods builds ConvWeight probes
+        return conv_sum_of_squares(self, impl.linear, impl.name)
+
 
 @dataclass
-class Scatter:
+class Scatter(SampleFactor):
     """An embedding table: ``G_n[v] = sum over t with ids[n, t] == v of b[n, t]``.
 
     ids: (n, t) integer token ids, b: (n, t, d) output gradients, shape (num_embeddings, d).
@@ -118,6 +212,10 @@ class Scatter:
     @property
     def n(self) -> int:
         return self.ids.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.b.dtype
 
     def per_sample(self, start: int, stop: int) -> torch.Tensor:
         nc = stop - start
@@ -137,9 +235,20 @@ class Scatter:
         sums.index_add_(0, inverse, self.b.reshape(n * t, self.shape[1]))
         return sums, uniq % self.shape[0]
 
+    def square_sum(self, impl) -> torch.Tensor:
+        sums, ids = self.unique_rows()
+        out = sums.new_zeros(self.shape)
+        out.index_add_(0, ids, sums.square_())
+        return out
+
+    @classmethod
+    def merge(cls, factors):
+        return cls(torch.cat([f.ids for f in factors], dim=1), torch.cat([f.b for f in factors], dim=1),
+                   factors[0].shape)
+
 
 @dataclass
-class Stacked:
+class Stacked(SampleFactor):
     """Per-sample gradients stacked along the parameter's first dimension from parts (any factors).
 
     Used where one parameter holds several projections with different inputs
@@ -157,8 +266,12 @@ class Stacked:
         first = tuple(self.parts[0].shape)
         return (sum(tuple(p.shape)[0] for p in self.parts),) + first[1:]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.parts[0].dtype
+
     def per_sample(self, start: int, stop: int) -> torch.Tensor:
         return torch.cat([p.per_sample(start, stop) for p in self.parts], dim=1)
 
-
-Factor = (Outer, PerSample, ConvWeight, Scatter, Stacked)
+    def square_sum(self, impl) -> torch.Tensor:
+        return torch.cat([p.square_sum(impl) for p in self.parts], dim=0)

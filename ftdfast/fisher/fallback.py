@@ -10,8 +10,16 @@ at most (chunk, P_module) numbers live at once. Sub-modules keep their own
 parameters fixed (they have rules or fallbacks of their own).
 
 The batch dimension of the inputs is 0, or 1 for modules with ``batch_first=False``
-(``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.Transformer*``). The batch dimension of
-each output is the first dimension of size n (the same as the inputs' when it fits).
+(``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.Transformer*``) and for the hidden states of
+recurrent modules (:func:`batch_dims`). The rules backend sends a call here only
+when every such tensor carries the batch's n samples there; any other call (a
+broadcast or folded batch) takes the exact path of :mod:`ftdfast.fisher.backends.exact`.
+
+When asked (``track_sums``), the per-sample gradients are also summed over the
+samples as they are computed, so that the caller can check them against the
+module's gradient from the real autograd graph: a module that reads a cached
+parameter-derived tensor (timm's LeViT ``attention_biases[:, idx]`` in eval mode)
+bypasses ``functional_call`` and would otherwise give zeros.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from .factors import SampleFactor
 from .registry import Call
 
 _WARNED: set = set()
@@ -46,34 +55,40 @@ def _batch_dim(module: nn.Module) -> int:
     return 1 if getattr(module, "batch_first", True) is False else 0
 
 
-def _out_dim(t: torch.Tensor, n: int, preferred: int) -> Optional[int]:
-    if t.dim() > preferred and t.shape[preferred] == n:
-        return preferred
-    for d, s in enumerate(t.shape):
-        if s == n:
-            return d
-    return None
+def batch_dims(module: nn.Module, leaves: Sequence) -> List[int]:
+    """Where the sample dimension of each flattened input or output leaf of ``module`` must be.
+
+    0, or 1 for ``batch_first=False`` modules; the hidden states of recurrent modules
+    (every leaf after the first: ``h_0``/``h_n``, ``c_0``/``c_n``) are (layers, n, hidden).
+    """
+    bdim = _batch_dim(module)
+    if isinstance(module, nn.RNNBase):
+        return [bdim] + [1] * (len(leaves) - 1)
+    return [bdim] * len(leaves)
 
 
 class _FuncGrads:
     """Per-sample gradients of a module's own parameters for one call, computed chunk by chunk."""
 
-    def __init__(self, module: nn.Module, call: Call, names: Sequence[str], n: int):
+    def __init__(self, module: nn.Module, call: Call, names: Sequence[str], n: int, track_sums: bool = False):
         self.module, self.names, self.n = module, list(names), n
         own = dict(module.named_parameters())  # names may be nested when a rule covering children declined
         self.params = {k: own[k].detach() for k in self.names}
-        bdim = _batch_dim(module)
         leaves, self.in_spec = tree_flatten((call.args, call.kwargs))
         self.in_leaves = leaves
-        self.in_dims = [bdim if isinstance(t, torch.Tensor) and t.dim() > bdim and t.shape[bdim] == n else None
-                        for t in leaves]
-        out_leaves, _ = tree_flatten(call.output)
+        in_tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+        dims = iter(batch_dims(module, in_tensors))
+        self.in_dims = []
+        for t in leaves:
+            d = next(dims) if isinstance(t, torch.Tensor) else None
+            self.in_dims.append(d if d is not None and t.dim() > d and t.shape[d] == n else None)
         grads = call.grad if isinstance(call.grad, tuple) else (call.grad,)
-        tensors = [t for t in out_leaves if isinstance(t, torch.Tensor)]
-        self.out_pairs = [(i, g, _out_dim(g, n, bdim)) for i, g in enumerate(grads) if g is not None]
-        self.num_out = len(tensors)
+        out_dims = batch_dims(module, grads)
+        self.out_pairs = [(i, g, out_dims[i]) for i, g in enumerate(grads) if g is not None]
         self._cache: Optional[tuple] = None
         self.use_vmap = True
+        self.sums: Optional[Dict[str, torch.Tensor]] = {} if track_sums else None
+        self._summed: set = set()
 
     def _loss(self, params, in_leaves, grads):
         args, kwargs = tree_unflatten([t.unsqueeze(d) if d is not None else t
@@ -101,6 +116,11 @@ class _FuncGrads:
                 self.use_vmap = False  # e.g. cuDNN/fused RNN kernels have no batching rule
         if result is None:
             result = self._loop(ins, gs, g_dims, stop - start)
+        if self.sums is not None and (start, stop) not in self._summed:
+            self._summed.add((start, stop))
+            for k, g in result.items():
+                part = g.sum(dim=0)
+                self.sums[k] = part if k not in self.sums else self.sums[k] + part
         self._cache = ((start, stop), result)
         return result
 
@@ -118,8 +138,12 @@ class _FuncGrads:
         return {name: torch.stack(v) for name, v in rows.items()}
 
 
-class FuncGrad:
-    """A factor for one parameter of a fallback module (see :mod:`ftdfast.fisher.factors`)."""
+class FuncGrad(SampleFactor):
+    """A factor for one parameter of a fallback module (see :mod:`ftdfast.fisher.factors`).
+
+    Its ``source`` computes the per-sample gradients of all the module's parameters
+    together, one chunk of samples at a time.
+    """
 
     def __init__(self, source: _FuncGrads, name: str):
         self.source, self.name = source, name
@@ -134,7 +158,8 @@ class FuncGrad:
         return self.source.chunk(start, stop)[self.name]
 
 
-def fallback_factors(module: nn.Module, call: Call, names: List[str], n: int) -> Dict[str, FuncGrad]:
-    """Factors for the module's own parameters ``names`` from one call."""
-    source = _FuncGrads(module, call, names, n)
+def fallback_factors(module: nn.Module, call: Call, names: List[str], n: int,
+                     track_sums: bool = False) -> Dict[str, FuncGrad]:
+    """Factors for the module's own parameters ``names`` from one call (``track_sums``: see the module doc)."""
+    source = _FuncGrads(module, call, names, n, track_sums)
     return {k: FuncGrad(source, k) for k in names}

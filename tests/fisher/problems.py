@@ -166,6 +166,36 @@ class Recurrent(nn.Module):
         return self.fc(out[:, -1])
 
 
+class TwoGRUs(nn.Module):
+    """Two stacked GRUs: two fallback units whose outputs are tuples (deferred, summed together)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn1 = nn.GRU(4, 5, batch_first=True)
+        self.rnn2 = nn.GRU(5, 3, batch_first=False)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h, _ = self.rnn1(x)
+        out, _ = self.rnn2(h.transpose(0, 1))
+        return self.fc(out[-1])
+
+
+class GRUTied(nn.Module):
+    """A GRU between an embedding and an output layer that share one table."""
+
+    def __init__(self, vocab=9, d=5):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.rnn = nn.GRU(d, d, batch_first=True)
+        self.out = nn.Linear(d, vocab, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        h, _ = self.rnn(self.emb(ids))
+        return self.out(h[:, -1])
+
+
 class InplaceResidual(nn.Module):
     """ResNet-style: conv -> BN -> in-place ReLU, and ``out += identity``."""
 
@@ -241,6 +271,9 @@ PROBLEMS = [
     Problem("mixed-fallback-own-param", lambda: nn.Sequential(Scaled(5), nn.PReLU(5), nn.Linear(5, 3)),
             _cls(6, 3, 5)),
     Problem("gru-fallback", lambda: Recurrent(), _cls(4, 3, 3, 4)),
+    Problem("two-grus", lambda: TwoGRUs(), _cls(4, 3, 3, 4)),
+    Problem("gru-tied-embedding", lambda: GRUTied(),
+            lambda g: (torch.randint(0, 9, (5, 4), generator=g), torch.randint(0, 9, (5,), generator=g))),
     Problem("mse-regression", lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(),
                                                     nn.Conv2d(2, 1, 3, padding=1)),
             lambda g: (torch.randn(5, 1, 4, 4, generator=g), torch.randn(5, 1, 4, 4, generator=g)), loss="mse"),

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..data import Batch
+from ..losses import FISHER_KINDS
 
 GradsFor = Callable[[torch.Tensor], Iterable[torch.Tensor]]
 
@@ -30,9 +31,16 @@ def describe_inputs(batch: Batch) -> str:
 
 
 class Backend:
-    """Accumulates ``sum_n sum_k (d <z_n, v_kn> / d theta)^2`` per parameter into ``self.acc``."""
+    """Accumulates ``sum_n sum_k (d <z_n, v_kn> / d theta)^2`` per parameter into ``self.acc``.
+
+    Class attributes say what a backend supports, so that the API needs no special cases:
+    ``fisher_kinds`` (the ``fisher=`` values it computes) and ``distributed`` (its sums
+    may be added over the ranks of a data-parallel job).
+    """
 
     name = "base"
+    fisher_kinds = FISHER_KINDS
+    distributed = True
 
     def __init__(self, model: nn.Module, table: ParamTable):
         self.model, self.table = model, table
@@ -60,6 +68,10 @@ class Backend:
         """The accumulated sums per parameter, zeros where no gradient ever arrived."""
         return {name: self.acc[name] if name in self.acc else torch.zeros(p.shape, dtype=self.dtype, device=p.device)
                 for name, p in self.table.params.items()}
+
+    def finish(self, totals: Dict[str, torch.Tensor], num_samples: int) -> Dict[str, torch.Tensor]:
+        """The result from the (all-reduced) sums of :meth:`totals` over ``num_samples`` samples: their mean."""
+        return {k: v.div_(num_samples) for k, v in totals.items()}
 
     def forward(self, batch: Batch, model: Optional[nn.Module] = None) -> torch.Tensor:
         """Run the model on ``batch``; a shape mismatch becomes an error that names the data's shape."""

@@ -15,6 +15,8 @@ from .base import Backend
 
 class LegacyBackend(Backend):
     name = "legacy"
+    fisher_kinds = ("empirical",)
+    distributed = False  # the authors' code is single-process
 
     def __init__(self, model, table, *, loss_spec=None, **_):
         super().__init__(model, table)
@@ -33,10 +35,10 @@ class LegacyBackend(Backend):
                 self.add(name, g * g)
         self.num_batches += 1
 
-    def finish(self) -> dict:
+    def finish(self, totals, num_samples) -> dict:
         """The authors' averaging: over batches, then over each parameter's first dimension."""
         out = {}
-        for name, s in self.totals().items():
+        for name, s in totals.items():
             s = s / max(1, self.num_batches)
             out[name] = s.mean(dim=0, keepdim=True).expand_as(s).clone() if s.dim() else s
         return out
