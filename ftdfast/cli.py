@@ -22,7 +22,7 @@ from . import _ext, __version__
 from .fisher import FisherDiagonal, fisher_diagonal
 
 
-BACKENDS = ["auto", "rules", "native", "func", "loop", "legacy"]
+BACKENDS = ["auto", "rules", "native", "func", "loop", "loop1", "legacy"]
 
 
 def _count(text: str) -> int:

@@ -18,22 +18,8 @@ from .reference import fisher_reference, max_relative_errors
 
 TOL = 1e-9  # float64, relative to the model's largest Fisher entry
 
-# Known defects of the fast path (issue 11 section 1), with the error measured on the entry:
-XFAIL = {
-    "timm-mobilevit-xxs": "issue 11 section 1c: batch folded into dim 0 (B*P patches); 77 parameters wrong, "
-                          "max 2.2e-5 of the largest entry (stages.2.1.norm.weight)",
-    "timm-levit-128s": "issue 11 sections 1c/1d: BatchNorm1d on x.flatten(0, 1) (50 parameters wrong, max 1.4e-4, "
-                       "stages.2.downsample.attn_downsample.kv.bn.weight) and cached attention_biases (all zero)",
-    "timm-efficientformer-narrow": "issue 11 section 1d: eval-mode attention_bias_cache, "
-                                   "stages.3.blocks.1.token_mixer.attention_biases comes back all zero",
-    "hf-gpt2": "issue 11 section 1a: wpe(position_ids of shape (1, T)) broadcast over the batch "
-               "(transformer.wpe.weight off by 0.44 of the largest entry)",
-    "hf-bert": "issue 11 section 1a: position_embeddings broadcast over the batch (off by 1.6)",
-    "hf-bart": "issue 11 section 1a: learned positions (1, T, d) broadcast over the batch "
-               "(decoder.embed_positions.weight off by 0.89)",
-    "hf-t5": "issue 11 section 1a: relative_attention_bias on (q, k) bucket ids without a batch dimension "
-             "(off by 5.3e-3)",
-}
+# Known defects of the fast path, with the error measured on the entry (strict xfails):
+XFAIL: dict = {}  # entry id -> why the fast path is still wrong there (none known)
 
 
 def _params(entry):
