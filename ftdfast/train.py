@@ -242,6 +242,13 @@ def _check_epsilon(result: TrainResult, config: TrainConfig, name: str) -> None:
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
+def network_options(config: TrainConfig) -> Dict[str, Any]:
+    """The options of ``config`` that change a trained network (cache keys): all but ``on_epsilon``."""
+    d = config.to_dict()
+    d.pop("on_epsilon")
+    return d
+
+
 def validation_split(n: int, fraction: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """(train indices, held-out indices) of a training split of n samples: a fixed draw (generator seed 0),
     so every network of a task, whatever its seed, sees the same held-out samples."""
@@ -431,7 +438,7 @@ def get_trained(cache, data, arch: str, seed: int, config: TrainConfig = TrainCo
     The head has ``num_outputs`` outputs (default ``data.num_classes``; regression: the target
     channels).  ``seed_everything(seed)`` runs before the model is built, so initial weights are
     reproducible.  The cache key covers the task, the data fingerprint, arch, model_options (e.g.
-    ``{"width": 0.25}``), seed, config and head width.  ``cache=None`` always trains.
+    ``{"width": 0.25}``), seed, config (all but ``on_epsilon``, which changes no network) and head width.  ``cache=None`` always trains.
     Returns ``(model in eval mode on device, TrainResult)``; ``result.from_cache`` says which.
     """
     from .models import build_model  # lazy: keeps `import ftdfast.train` light
@@ -446,7 +453,7 @@ def get_trained(cache, data, arch: str, seed: int, config: TrainConfig = TrainCo
     key = None
     if cache is not None:
         key = cache.key(format=_MODEL_FORMAT, task=data.task.to_dict(), data=data.fingerprint(), build=build,
-                        seed=int(seed), config=config.to_dict())
+                        seed=int(seed), config=network_options(config))
         entry = cache.load(MODEL_KIND, key)
         if entry is not None:
             model = build_model(**entry["build"])
