@@ -195,7 +195,8 @@ class DistanceMatrix:
             except ValueError:
                 continue
             best[j] = self.index(str(c))
-            ties[j] = {self.index(n) for n in c.ties}
+            if self.num_seeds >= 2:  # one seed cannot tell a tie from a win: the note says so instead
+                ties[j] = {self.index(n) for n in c.ties}
         header = "| source \\ target | " + " | ".join(esc(t) for t in self.tasks) + " |"
         rule = "|---|" + "---:|" * self.num_tasks
         lines = [header, rule]
