@@ -32,22 +32,23 @@ def load_tasks(dataset: str, data_dir: Optional[str], tasks: str = "paper", *, m
                max_test: Optional[int] = None, seed: int = 0):
     """The dataset and its task set as built TaskData.
 
-    ``tasks``: ``"paper"`` (the paper's four tasks for the dataset), ``"images"`` (the pixel-to-pixel
-    regression tasks), or comma-separated task indices of the paper's set, e.g. ``"0,1,3"``.
+    ``tasks``: ``"paper"`` (the paper's four tasks for the dataset; for data without a paper task set, such
+    as an image folder, the same design over its classes: :func:`ftdfast.tasks.class_tasks`), ``"images"``
+    (the pixel-to-pixel regression tasks), or comma-separated task indices of that set, e.g. ``"0,1,3"``.
     ``max_train``/``max_test`` keep a seeded random sample of each split (for quick runs; files sorted by class
     stay balanced).
     """
     from .data import load_dataset
-    from .tasks import image_tasks, paper_tasks
+    from .tasks import class_tasks, image_tasks, paper_tasks
 
     data = load_dataset(dataset, data_dir)
     if max_train is not None or max_test is not None:
         data = data.sample(train=max_train, test=max_test, seed=seed)
-    family = os.path.basename(str(dataset)).split(".")[0].lower()
     if tasks == "images":
         chosen = image_tasks(data)
     else:
-        every = paper_tasks(family if family in _PAPER_FAMILIES else dataset, data)
+        name = paper_family(dataset, data)
+        every = paper_tasks(name, data) if name is not None else class_tasks(data)
         if tasks == "paper":
             chosen = every
         else:
@@ -62,7 +63,19 @@ def load_tasks(dataset: str, data_dir: Optional[str], tasks: str = "paper", *, m
     return data, [t.build(data, seed=seed) for t in chosen]
 
 
-_PAPER_FAMILIES = ("mnist", "digits", "fashion-mnist", "cifar10", "cifar100", "imagenet")
+def paper_family(dataset: str, data) -> Optional[str]:
+    """The paper task set that fits: the dataset's name or file stem (``cifar10-small.npz`` -> ``cifar10``),
+    else the loaded data's name; None when none fits (an image folder of your own classes)."""
+    from .data.normalize import canonical_name
+    from .tasks import PAPER_DATASETS
+    for candidate in (os.path.basename(str(dataset)).split(".")[0], getattr(data, "name", "")):
+        key = canonical_name(str(candidate))
+        if key in PAPER_DATASETS:
+            return key
+        for family in PAPER_DATASETS:
+            if key.startswith((family + "-", family + "_")):
+                return family
+    return None
 
 
 def run_distance_experiment(dataset: str = "digits", *, data_dir: Optional[str] = None, tasks: str = "paper",
