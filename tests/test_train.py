@@ -378,3 +378,22 @@ def test_progress_bar_and_zero_epochs(capsys):
     assert result.train_loss_history == [] and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     train_model(model, data, FAST, progress=True)
     assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_get_trained_keys_every_training_option_but_on_epsilon(tmp_path):
+    """Each option that changes the network gets its own cache entry; on_epsilon (what a miss does) shares one."""
+    data = random_classification(size=8)
+    cache = Cache(str(tmp_path))
+    base = dict(epochs=1, batch_size=16, epsilon=0.0)
+    variants = [dict(), dict(until_epsilon=True), dict(until_epsilon=True, patience=2), dict(validation=0.25),
+                dict(lr=2e-3), dict(batch_size=8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for v in variants:
+            _, r = get_trained(cache, data, "small_cnn", 0, TrainConfig(**{**base, **v}), progress=False)
+            assert not r.from_cache
+        _, again = get_trained(cache, data, "small_cnn", 0, TrainConfig(**base), progress=False)
+    assert again.from_cache
+    with pytest.raises(RuntimeError, match="epsilon"):  # a cached miss still raises when asked to
+        get_trained(cache, data, "small_cnn", 0, TrainConfig(**base, on_epsilon="raise"), progress=False)
+    assert len(list((tmp_path / "model").glob("*.pt"))) == len(variants)
