@@ -72,6 +72,7 @@ DEFAULT_CONFIG = TrainConfig(epochs=20, epsilon=0.02, until_epsilon=True, patien
 # fisher_diagonal options that change the result (besides fisher, backend, batch_size for the legacy
 # backend, and the MC generator, which the key names explicitly)
 _FISHER_KEY_OPTIONS = ("max_samples", "mc_samples", "dtype")
+_EXACT_MSE_WARN = 256  # output elements per sample above which the exact MSE Fisher's cost is worth a warning
 
 
 class PaddedLogits(nn.Module):
@@ -195,6 +196,12 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
     if fisher_data == "validation" and config.validation <= 0:
         raise ValueError("distance_matrix: fisher_data='validation' needs a held-out split: pass a config with "
                          "validation > 0, e.g. TrainConfig(..., validation=0.1)")
+    if fisher == "exact" and tasks[0].loss == "mse":
+        D = int(tasks[0].y_test[0].numel())
+        if D > _EXACT_MSE_WARN:
+            warnings.warn(f"distance_matrix: fisher='exact' on MSE tasks (the Gauss-Newton diagonal) takes one "
+                          f"backward per output element: {D} per batch here. fisher='mc' with mc_samples=k "
+                          "estimates it without bias at k backwards", RuntimeWarning, stacklevel=2)
     generator = fisher_options.pop("generator", None)
     mc_source = _mc_source(generator, mc_seed)
     fisher_options.setdefault("progress", False)

@@ -198,6 +198,7 @@ def test_regression_tasks_with_the_autoencoder(digits):
     assert m.meta["loss"] == "mse" and m.meta["num_outputs"] is None
     assert 0 < m.mean[0, 1] <= 1 and 0 < m.mean[1, 0] <= 1
     assert m.meta["test_accuracy"] == {"ae": [None], "edges": [None]}
+    assert m.meta["fisher"] == "exact" and "Gauss-Newton" in m.meta["fisher_labels"]["rule"]
 
 
 def test_empirical_fisher_records_which_labels_each_network_received(three_tasks, computed):
