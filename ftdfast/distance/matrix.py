@@ -181,7 +181,9 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
     Returns:
         ``DistanceMatrix`` with ``per_seed`` (S, K, K), ``mean``/``std`` (K, K), rows = sources a,
         columns = targets b, and ``meta`` (arch, seeds, method, head, fisher, fisher_labels, networks
-        (accuracy, epochs, stop reason of each), seconds (train, fisher, distance)).
+        (accuracy, epochs, stop reason of each), seconds (train, fisher, distance: this call's wall time),
+        cost_seconds (train, fisher: what the items took when computed, this call or an earlier one from
+        the cache; fisher None when an entry predates the record)).
     """
     seeds = _check_inputs(tasks, arch, seeds, method, head)
     config = config or DEFAULT_CONFIG
@@ -261,7 +263,9 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
                                          fisher_options.get("mc_samples", 1)),
             "fingerprints": [t.fingerprint() for t in tasks], "world_size": world, "targets": columns,
             "test_accuracy": run.accuracies(seeds), "networks": run.network_records(seeds),
-            "epsilon_misses": misses, "seconds": dict(run.seconds)}
+            "epsilon_misses": misses, "seconds": dict(run.seconds),
+            "cost_seconds": {"train": sum(r["train_seconds"] for r in run.network_records(seeds)),
+                             "fisher": run.cost["fisher"]}}
     return DistanceMatrix.from_per_seed(names, per_seed, meta)
 
 
@@ -362,6 +366,8 @@ class _Run:
         self.nets: Dict[Tuple[int, int], Tuple[nn.Module, object]] = {}
         self.fishers: Dict[Tuple[int, int, int], Dict[str, torch.Tensor]] = {}
         self.seconds = {"train": 0.0, "fisher": 0.0, "distance": 0.0}
+        # what the items cost when they were computed, whether now or in an earlier run (cache); None: unknown
+        self.cost: Dict[str, Optional[float]] = {"fisher": 0.0}
 
     # ---------------------------------------------------------------- items
     def do_item(self, it: _Item) -> None:
@@ -402,8 +408,12 @@ class _Run:
         key = None
         if self.cache is not None:
             key = self.fisher_key(seed, a, b)
-            found = self.cache.load("fisher", key)
-            if found is not None:
+            hit = self.cache.load("fisher", key, with_meta=True)
+            if hit is not None:
+                found, meta = hit
+                spent = (meta or {}).get("seconds")
+                self.cost["fisher"] = None if spent is None or self.cost["fisher"] is None \
+                    else self.cost["fisher"] + float(spent)
                 self.fishers[(seed, a, b)] = found
                 return found
         net = self.net(seed, a)
@@ -420,11 +430,14 @@ class _Run:
                                  **options)
         prefix = "net." if model is not net else ""
         found = {k[len(prefix):]: v.detach().cpu() for k, v in result.items()}
-        self.seconds["fisher"] += time.perf_counter() - t0
+        spent = time.perf_counter() - t0
+        self.seconds["fisher"] += spent
+        if self.cost["fisher"] is not None:
+            self.cost["fisher"] += spent
         if self.cache is not None:
             self.cache.save("fisher", key, found, meta={"seed": seed, "source": a, "target": b,
                                                         "num_samples": result.num_samples,
-                                                        "fisher": self.fisher_kind})
+                                                        "fisher": self.fisher_kind, "seconds": spent})
         self.fishers[(seed, a, b)] = found
         return found
 
