@@ -80,6 +80,11 @@ def test_rerun_is_served_from_the_cache(computed, three_tasks, monkeypatch):
     monkeypatch.setattr(ftdfast.train, "train_model", boom)
     again = ftdfast.distance_matrix(three_tasks, "small_cnn", 2, config=CONFIG, cache_dir=cache, progress=False)
     np.testing.assert_array_equal(again.per_seed, m.per_seed)
+    # this call spent no Fisher time, but the cost of the items it served is kept
+    assert again.meta["seconds"]["fisher"] == 0.0 and again.meta["seconds"]["train"] < m.meta["seconds"]["train"]
+    for what in ("fisher", "train"):
+        assert m.meta["cost_seconds"][what] > 0
+        assert again.meta["cost_seconds"][what] == pytest.approx(m.meta["cost_seconds"][what])
 
 
 def test_interrupted_run_resumes_and_loses_only_the_item_in_flight(three_tasks, tmp_path, monkeypatch):
