@@ -173,10 +173,11 @@ def cmd_distance(args) -> int:
         _open_npz(args.dataset, "--dataset").close()  # a damaged or foreign file: said now, before any work
     archs = [a for a in args.arch.split(",") if a]
     run_distance_experiment(args.dataset, data_dir=args.data_dir, tasks=args.tasks, archs=archs, seeds=args.seeds,
-                            epochs=args.epochs, out=args.out, max_train=args.max_train, max_test=args.max_test,
-                            device=args.device, method=args.method, head=args.head, backend=args.backend,
-                            batch_size=args.batch_size, max_fisher_samples=args.fisher_samples,
-                            progress=not args.no_progress)
+                            epochs=args.epochs, epsilon=args.epsilon, validation=args.validation, out=args.out,
+                            max_train=args.max_train, max_test=args.max_test, device=args.device,
+                            method=args.method, head=args.head, fisher=args.fisher, fisher_data=args.fisher_data,
+                            strict=args.strict, backend=args.backend, batch_size=args.batch_size,
+                            max_fisher_samples=args.fisher_samples, progress=not args.no_progress)
     return 0
 
 
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dataset", default="digits")
     db.add_argument("--tasks", default="0,1,3", help="the baselines: paper task indices (default 0,1,3)")
     db.add_argument("--arch", default="small_cnn", help="epsilon-network architecture for the Fisher distance")
-    db.add_argument("--seeds", type=_count, default=1, help="seeds of the distance to a target")
+    db.add_argument("--seeds", type=_count, default=3, help="seeds of the distance to a target (>= 3 for a std)")
     db.add_argument("--max-train", type=_count, help="use N training images (a seeded random sample)")
     db.add_argument("--max-test", type=_count, help="use N test images (a seeded random sample)")
     db.add_argument("--out", default="dictionary.json")
@@ -308,8 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "regression tasks) or indices of the paper's tasks, e.g. 0,1,3")
     t.add_argument("--arch", default="small_cnn", help="comma-separated architectures: small_cnn, lenet, vgg16, "
                    "resnet18, densenet121 (autoencoder for --tasks images)")
-    t.add_argument("--seeds", type=_count, default=3)
-    t.add_argument("--epochs", type=_count, default=2)
+    t.add_argument("--seeds", type=_count, default=3, help="seeds (networks per task); >= 3 for a std and ties")
+    t.add_argument("--epochs", type=_count, help="most epochs per network (default 20): each trains until its test "
+                   "accuracy reaches 1 - epsilon, or stops on a plateau")
+    t.add_argument("--epsilon", type=_positive, help="epsilon-approximation target: test accuracy >= 1 - epsilon "
+                   "(default 0.02)")
+    t.add_argument("--strict", action="store_true", help="fail when a network misses 1 - epsilon (default: warn)")
+    t.add_argument("--fisher", default="exact", choices=["exact", "empirical", "mc"],
+                   help="exact: label-free (default; chosen by the ablation in docs/paper/REPORT.md); empirical: "
+                   "the target's labels fed to every network; mc: labels sampled from the network")
+    t.add_argument("--fisher-data", default="test", choices=["test", "validation"],
+                   help="the split the Fishers are computed on (default test, as in the paper; validation needs "
+                   "--validation)")
+    t.add_argument("--validation", type=_positive, help="hold out this fraction of each training split: epsilon is "
+                   "judged on it, and --fisher-data validation computes the Fishers on it")
     t.add_argument("--out", default="results", help="output folder; its cache/ makes reruns resume")
     t.add_argument("--max-train", type=_count, help="use N training images of the dataset (a seeded random sample)")
     t.add_argument("--max-test", type=_count, help="use N test images of the dataset (a seeded random sample)")

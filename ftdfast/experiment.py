@@ -32,22 +32,23 @@ def load_tasks(dataset: str, data_dir: Optional[str], tasks: str = "paper", *, m
                max_test: Optional[int] = None, seed: int = 0):
     """The dataset and its task set as built TaskData.
 
-    ``tasks``: ``"paper"`` (the paper's four tasks for the dataset), ``"images"`` (the pixel-to-pixel
-    regression tasks), or comma-separated task indices of the paper's set, e.g. ``"0,1,3"``.
+    ``tasks``: ``"paper"`` (the paper's four tasks for the dataset; for data without a paper task set, such
+    as an image folder, the same design over its classes: :func:`ftdfast.tasks.class_tasks`), ``"images"``
+    (the pixel-to-pixel regression tasks), or comma-separated task indices of that set, e.g. ``"0,1,3"``.
     ``max_train``/``max_test`` keep a seeded random sample of each split (for quick runs; files sorted by class
     stay balanced).
     """
     from .data import load_dataset
-    from .tasks import image_tasks, paper_tasks
+    from .tasks import class_tasks, image_tasks, paper_tasks
 
     data = load_dataset(dataset, data_dir)
     if max_train is not None or max_test is not None:
         data = data.sample(train=max_train, test=max_test, seed=seed)
-    family = os.path.basename(str(dataset)).split(".")[0].lower()
     if tasks == "images":
         chosen = image_tasks(data)
     else:
-        every = paper_tasks(family if family in _PAPER_FAMILIES else dataset, data)
+        name = paper_family(dataset, data)
+        every = paper_tasks(name, data) if name is not None else class_tasks(data)
         if tasks == "paper":
             chosen = every
         else:
@@ -62,37 +63,66 @@ def load_tasks(dataset: str, data_dir: Optional[str], tasks: str = "paper", *, m
     return data, [t.build(data, seed=seed) for t in chosen]
 
 
-_PAPER_FAMILIES = ("mnist", "digits", "fashion-mnist", "cifar10", "cifar100", "imagenet")
+def paper_family(dataset: str, data) -> Optional[str]:
+    """The paper task set that fits: the dataset's name or file stem (``cifar10-small.npz`` -> ``cifar10``),
+    else the loaded data's name; None when none fits (an image folder of your own classes)."""
+    from .data.normalize import canonical_name
+    from .tasks import PAPER_DATASETS
+    for candidate in (os.path.basename(str(dataset)).split(".")[0], getattr(data, "name", "")):
+        key = canonical_name(str(candidate))
+        if key in PAPER_DATASETS:
+            return key
+        for family in PAPER_DATASETS:
+            if key.startswith((family + "-", family + "_")):
+                return family
+    return None
 
 
 def run_distance_experiment(dataset: str = "digits", *, data_dir: Optional[str] = None, tasks: str = "paper",
-                            archs: Sequence[str] = ("small_cnn",), seeds: int = 3, epochs: int = 2,
-                            out: str = "results", max_train: Optional[int] = None, max_test: Optional[int] = None,
-                            device=None, method: str = "fisher", head: str = "shared",
-                            backend: str = "auto", batch_size: int = 128, max_fisher_samples: Optional[int] = None,
+                            archs: Sequence[str] = ("small_cnn",), seeds: int = 3, epochs: Optional[int] = None,
+                            epsilon: Optional[float] = None, validation: Optional[float] = None, out: str = "results", max_train: Optional[int] = None,
+                            max_test: Optional[int] = None, device=None, method: str = "fisher",
+                            head: str = "shared", fisher: str = "exact", fisher_data: str = "test",
+                            strict: bool = False, backend: str = "auto", batch_size: int = 128,
+                            max_fisher_samples: Optional[int] = None, config: Optional[TrainConfig] = None,
                             progress: bool = True, log=print) -> ExperimentResult:
-    """Run the experiment and write its files under ``out`` (see the module docstring)."""
+    """Run the experiment and write its files under ``out`` (see the module docstring).
+
+    The networks are epsilon-approximations (``distance_matrix``'s default config): trained until the
+    test accuracy reaches ``1 - epsilon`` (default 0.02), at most ``epochs`` (default 20) epochs, early
+    stopping on a plateau; ``validation`` holds out that fraction of each training split to judge epsilon
+    on (and, with ``fisher_data="validation"``, to compute the Fishers on); ``config`` replaces that whole
+    configuration. ``meta["seconds"]`` of each
+    matrix gets the data loading time (``load``) beside train, Fisher and distance.
+    """
     from . import distributed as dist_util
+    from .distance.matrix import DEFAULT_CONFIG
 
     t0 = time.perf_counter()
     rank, _ = dist_util.world()
     data, task_data = load_tasks(dataset, data_dir, tasks, max_train=max_train, max_test=max_test)
+    load_seconds = time.perf_counter() - t0
     if rank == 0:
         log(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test images, "
             f"{len(task_data)} tasks: " + ", ".join(_describe(t) for t in task_data))
     os.makedirs(out, exist_ok=True)
-    config = TrainConfig(epochs=epochs)
+    if config is None:
+        changes = {k: v for k, v in (("epochs", epochs), ("epsilon", epsilon), ("validation", validation))
+                   if v is not None}
+        config = TrainConfig(**{**DEFAULT_CONFIG.to_dict(), **changes})
     result = ExperimentResult(matrices={})
     for arch in archs:
         m = distance_matrix(task_data, arch, seeds, config=config, cache_dir=os.path.join(out, "cache"),
-                            device=device, method=method, head=head, progress=progress, backend=backend,
-                            batch_size=batch_size, max_samples=max_fisher_samples)
+                            device=device, method=method, head=head, fisher=fisher, fisher_data=fisher_data,
+                            strict=strict, progress=progress, backend=backend, batch_size=batch_size,
+                            max_samples=max_fisher_samples)
         m.meta.update({"dataset": data.name, "tasks_spec": tasks})
+        m.meta["seconds"]["load"] = load_seconds
         result.matrices[arch] = m
         if rank == 0:
             result.files += _write_matrix(m, arch, out)
-            log(f"\n{arch}: {method} distance, mean ± std over {len(m.per_seed)} seeds "
-                f"(rows: source a, columns: target b)\n" + m.to_markdown())
+            log(f"\n{arch}: {method} distance ({fisher} Fisher, head {head}), mean ± std over {len(m.per_seed)} "
+                f"seed(s) (rows: source a, columns: target b)\n" + m.to_markdown())
     result.seconds = time.perf_counter() - t0
     if rank == 0:
         result.summary = summarize(result.matrices, dataset=data.name, seconds=result.seconds)
@@ -124,28 +154,25 @@ def _write_matrix(m: DistanceMatrix, arch: str, out: str) -> List[str]:
 
 
 def summarize(matrices: Dict[str, DistanceMatrix], *, dataset: str = "", seconds: float = 0.0) -> str:
-    """Markdown: per architecture, the closest source of each target and the margin to the next one."""
+    """Markdown: per architecture, the closest source of each target, the runner-up, the gap in pooled-std
+    units, the per-seed wins and whether the win is separated from noise; then the networks."""
     lines = [f"# Fisher task distance{': ' + dataset if dataset else ''}", ""]
     for arch, m in matrices.items():
         meta = m.meta
         secs = meta.get("seconds", {})
         lines += [f"## {arch}", "",
-                  f"{len(m.per_seed)} seeds, method {meta.get('method')}, head {meta.get('head')}; "
-                  f"training {secs.get('train', 0):.1f} s, Fisher {secs.get('fisher', 0):.1f} s", "",
-                  "| target | closest source | distance | next closest | distance |", "|---|---|---|---|---|"]
-        for j, target in enumerate(m.tasks):
-            order = [i for i in sorted(range(len(m.tasks)), key=lambda i: m.mean[i, j]) if i != j]
-            if not order:
-                continue
-            first = order[0]
-            nxt = order[1] if len(order) > 1 else None
-            lines.append(f"| {target} | {m.tasks[first]} | {m.mean[first, j]:.3f} ± {m.std[first, j]:.3f} | "
-                         + (f"{m.tasks[nxt]} | {m.mean[nxt, j]:.3f} ± {m.std[nxt, j]:.3f} |" if nxt is not None
-                            else "- | - |"))
-        accs = meta.get("test_accuracy") or {}
-        if accs:
-            lines += ["", "test accuracy of the epsilon-networks (per seed): " + "; ".join(
-                f"{k} " + ", ".join("-" if a is None else f"{a:.3f}" for a in v) for k, v in accs.items())]
+                  f"{len(m.per_seed)} seed(s), method {meta.get('method')}, {meta.get('fisher')} Fisher, head "
+                  f"{meta.get('head')}; " + ", ".join(f"{k} {secs[k]:.1f} s" for k in ("load", "train", "fisher",
+                                                                                           "distance") if k in secs),
+                  "", m.closest_markdown(), ""]
+        nets = meta.get("networks") or []
+        if nets:
+            lines += ["epsilon-networks (test accuracy, epochs; per seed): " + "; ".join(
+                f"{t} " + ", ".join(f"{r['test_accuracy']:.3f} ({r['epochs']})" for r in nets if r["task"] == t
+                                    and r["test_accuracy"] is not None)
+                for t in m.tasks)]
+        for miss in meta.get("epsilon_misses") or []:
+            lines.append(f"- missed epsilon: {miss}")
         lines.append("")
     if seconds:
         lines.append(f"total {seconds:.0f} s")
@@ -172,7 +199,7 @@ def parse_target(spec: str):
 
 def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = None,
                           tasks: Sequence[int] = (0, 1, 3), out: str = "dictionary.json", budget=None,
-                          arch: str = "small_cnn", seeds: int = 1, epochs: int = 2,
+                          arch: str = "small_cnn", seeds: int = 3, epochs: int = 2,
                           max_train: Optional[int] = None, max_test: Optional[int] = None, device=None,
                           cache_dir: Optional[str] = None, progress: bool = True, log=print):
     """Build (or resume) a TA-NAS dictionary from the paper tasks ``tasks`` of ``dataset``.

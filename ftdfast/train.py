@@ -34,8 +34,16 @@ class TrainConfig:
     epochs: passes over the training set (0: no training, the network is only evaluated).
     batch_size, lr, weight_decay: Adam's mini-batch size, learning rate and L2 penalty.
     augment: random crops and horizontal flips of the training images (classification only).
-    epsilon: the paper's epsilon-approximation: the network must reach test accuracy >= 1 - epsilon
-        (``None``: not checked).  on_epsilon: what a miss does: ``"warn"`` or ``"raise"`` (RuntimeError).
+    epsilon: the paper's epsilon-approximation: the network must reach accuracy >= 1 - epsilon on the
+        check split (``None``: not checked).  on_epsilon: what a miss does: ``"warn"`` or ``"raise"``
+        (RuntimeError).
+    until_epsilon: the epsilon mode: ``epochs`` becomes a maximum; after every epoch the accuracy on the
+        check split is measured, and training stops as soon as it reaches 1 - epsilon, or when it has not
+        improved for ``patience`` epochs (a plateau; the best epoch's weights are then kept).  Needs
+        ``epsilon``.  Without it (default) exactly ``epochs`` epochs run and the accuracy is checked once.
+    validation: fraction of the training split held out (a fixed draw per task, independent of the seed)
+        as the check split.  0 (default): the check split is the test split, as in the paper's
+        definition of an epsilon-approximation network.
     """
     epochs: int = 2
     batch_size: int = 128
@@ -44,6 +52,9 @@ class TrainConfig:
     epsilon: Optional[float] = None
     on_epsilon: str = "warn"
     weight_decay: float = 0.0
+    until_epsilon: bool = False
+    patience: int = 3
+    validation: float = 0.0
 
     def __post_init__(self):
         def bad(name: str, want: str):
@@ -70,11 +81,22 @@ class TrainConfig:
             bad("on_epsilon", f"one of {ON_EPSILON}")
         if not is_real(self.weight_decay) or self.weight_decay < 0:
             bad("weight_decay", "a finite number >= 0")
+        if not isinstance(self.until_epsilon, bool):
+            bad("until_epsilon", "True or False")
+        if self.until_epsilon and self.epsilon is None:
+            raise ValueError("TrainConfig: until_epsilon=True trains until accuracy >= 1 - epsilon: set epsilon "
+                             "(e.g. epsilon=0.02)")
+        if not is_int(self.patience) or self.patience < 1:
+            bad("patience", "an int >= 1 (epochs without improvement before stopping)")
+        if not is_real(self.validation) or not 0 <= self.validation < 1:
+            bad("validation", "a fraction in [0, 1) of the training split to hold out")
         # canonical Python types, so that to_dict() (and cache keys) do not depend on how they were given
         object.__setattr__(self, "epochs", int(self.epochs))
         object.__setattr__(self, "batch_size", int(self.batch_size))
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "weight_decay", float(self.weight_decay))
+        object.__setattr__(self, "patience", int(self.patience))
+        object.__setattr__(self, "validation", float(self.validation))
         if self.epsilon is not None:
             object.__setattr__(self, "epsilon", float(self.epsilon))
 
@@ -85,6 +107,11 @@ class TrainConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
         return cls(**d)
 
+    @property
+    def check_split(self) -> str:
+        """``"validation"`` when a fraction of the training split is held out, else ``"test"``."""
+        return "validation" if self.validation > 0 else "test"
+
 
 @dataclass
 class TrainResult:
@@ -94,6 +121,10 @@ class TrainResult:
     test loss (cross-entropy per sample, MSE per element); train_loss_history: the mean training loss of
     each epoch; seconds: training wall time; epsilon_ok: test_accuracy >= 1 - epsilon (``None`` when
     not checked: no epsilon, or a regression task); from_cache: loaded by :func:`get_trained`.
+    epochs_run: epochs trained; check_accuracy: accuracy on the check split (``config.check_split``) that
+    the epsilon condition is judged on (equal to test_accuracy without a validation split);
+    check_history: that accuracy after each epoch (epsilon mode only); stop_reason: ``"epochs"`` (all
+    epochs ran), ``"epsilon"`` (reached 1 - epsilon), ``"plateau"`` (no improvement for ``patience`` epochs).
     """
     test_accuracy: Optional[float]
     test_loss: float
@@ -101,6 +132,10 @@ class TrainResult:
     seconds: float = 0.0
     epsilon_ok: Optional[bool] = None
     from_cache: bool = False
+    epochs_run: int = 0
+    check_accuracy: Optional[float] = None
+    check_history: List[float] = field(default_factory=list)
+    stop_reason: str = "epochs"
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,14 +225,49 @@ def _task_name(data) -> str:
     return str(getattr(getattr(data, "task", None), "name", "task"))
 
 
+def epsilon_miss_message(result: TrainResult, config: TrainConfig, name: str) -> str:
+    """The sentence that reports a network that missed 1 - epsilon (task, accuracy, epochs, what to do)."""
+    acc = result.check_accuracy if result.check_accuracy is not None else result.test_accuracy
+    return (f"ftdfast: the network for task {name!r} reached {config.check_split} accuracy {acc:.4f} < "
+            f"1 - epsilon = {1 - config.epsilon:.4f} (epsilon = {config.epsilon}) after {result.epochs_run} "
+            f"epoch(s), stopped by {result.stop_reason}; train longer (max epochs = {config.epochs}), tune lr, "
+            "or allow a larger epsilon")
+
+
 def _check_epsilon(result: TrainResult, config: TrainConfig, name: str) -> None:
     if result.epsilon_ok is False:
-        msg = (f"ftdfast: the network for task {name!r} reached test accuracy {result.test_accuracy:.4f} < "
-               f"1 - epsilon = {1 - config.epsilon:.4f} (epsilon = {config.epsilon}); train longer (epochs = "
-               f"{config.epochs}), tune lr, or allow a larger epsilon")
+        msg = epsilon_miss_message(result, config, name)
         if config.on_epsilon == "raise":
             raise RuntimeError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def network_options(config: TrainConfig) -> Dict[str, Any]:
+    """The options of ``config`` that change a trained network (cache keys): all but ``on_epsilon``."""
+    d = config.to_dict()
+    d.pop("on_epsilon")
+    return d
+
+
+def validation_split(n: int, fraction: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, held-out indices) of a training split of n samples: a fixed draw (generator seed 0),
+    so every network of a task, whatever its seed, sees the same held-out samples."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    k = int(round(n * fraction))
+    if not 1 <= k < n:
+        raise ValueError(f"holding out {fraction:.3g} of {n} training samples leaves no training or no "
+                         "validation sample; use a larger split or another fraction")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def check_data(data, config: TrainConfig) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The (x, y) the epsilon condition is judged on: the held-out part of the training split, or the test split."""
+    if config.validation > 0:
+        _, held = validation_split(len(data.x_train), config.validation)
+        return data.x_train[held], data.y_train[held]
+    return data.x_test, data.y_test
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -243,7 +313,9 @@ def train_model(model: nn.Module, data, config: TrainConfig = TrainConfig(), *, 
     Shuffling (and augmentation) use their own ``torch.Generator``s seeded with ``seed``, so two runs
     from the same initial weights are identical on the CPU.  The model is moved to ``device`` (default:
     where its parameters are) and returned in eval mode.  A non-finite loss raises RuntimeError naming
-    the epoch and step; a missed epsilon target warns or raises (``config.on_epsilon``).
+    the epoch and step; a missed epsilon target warns or raises (``config.on_epsilon``).  With
+    ``config.until_epsilon`` training stops at 1 - epsilon or on a plateau (see :class:`TrainConfig`);
+    with ``config.validation`` the held-out part of the training split is never trained on.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -259,6 +331,11 @@ def train_model(model: nn.Module, data, config: TrainConfig = TrainConfig(), *, 
     model.to(dev)
     name = _task_name(data)
     num_classes = getattr(data, "num_classes", None)
+    if config.validation > 0:
+        kept, _ = validation_split(len(x), config.validation)
+        x, y = x[kept], y[kept]
+    x_check, y_check = check_data(data, config)
+    watch = config.until_epsilon and loss == "cross_entropy"
 
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(int(seed))
@@ -266,6 +343,8 @@ def train_model(model: nn.Module, data, config: TrainConfig = TrainConfig(), *, 
     augment = _augmenter() if config.augment else None
     bounds = _batches(len(x), config.batch_size)
     history: List[float] = []
+    checks: List[float] = []
+    best, best_state, since_best, reason = -1.0, None, 0, "epochs"
     start = time.perf_counter()
     model.train()
     with progress_bar(total=config.epochs * len(bounds), enabled=progress, desc=f"train {name}",
@@ -296,14 +375,36 @@ def train_model(model: nn.Module, data, config: TrainConfig = TrainConfig(), *, 
                 total += v * (b - a)
                 bar.update(1)
             history.append(total / len(x))
+            if watch:
+                acc = evaluate(model, x_check, y_check, loss=loss, device=dev)["accuracy"]
+                checks.append(acc)
+                model.train()
+                if acc > best:
+                    best, since_best = acc, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    since_best += 1
+                if acc >= 1 - config.epsilon:
+                    reason = "epsilon"
+                    break
+                if since_best >= config.patience:
+                    reason = "plateau"
+                    break
+    if watch and reason != "epsilon" and best_state is not None and checks and checks[-1] < best:
+        model.load_state_dict(best_state)  # a plateau or the last epoch: keep the best epoch's weights
     seconds = time.perf_counter() - start
     model.eval()
     metrics = evaluate(model, data.x_test, data.y_test, loss=loss, device=dev)
+    check_acc = metrics["accuracy"]
+    if config.validation > 0 and metrics["accuracy"] is not None:
+        check_acc = evaluate(model, x_check, y_check, loss=loss, device=dev)["accuracy"]
     eps_ok = None
-    if config.epsilon is not None and metrics["accuracy"] is not None:
-        eps_ok = bool(metrics["accuracy"] >= 1 - config.epsilon)
+    if config.epsilon is not None and check_acc is not None:
+        eps_ok = bool(check_acc >= 1 - config.epsilon)
     result = TrainResult(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
-                         train_loss_history=history, seconds=seconds, epsilon_ok=eps_ok)
+                         train_loss_history=history, seconds=seconds, epsilon_ok=eps_ok,
+                         epochs_run=len(history), check_accuracy=check_acc, check_history=checks,
+                         stop_reason=reason)
     _check_epsilon(result, config, name)
     return result
 
@@ -337,7 +438,7 @@ def get_trained(cache, data, arch: str, seed: int, config: TrainConfig = TrainCo
     The head has ``num_outputs`` outputs (default ``data.num_classes``; regression: the target
     channels).  ``seed_everything(seed)`` runs before the model is built, so initial weights are
     reproducible.  The cache key covers the task, the data fingerprint, arch, model_options (e.g.
-    ``{"width": 0.25}``), seed, config and head width.  ``cache=None`` always trains.
+    ``{"width": 0.25}``), seed, config (all but ``on_epsilon``, which changes no network) and head width.  ``cache=None`` always trains.
     Returns ``(model in eval mode on device, TrainResult)``; ``result.from_cache`` says which.
     """
     from .models import build_model  # lazy: keeps `import ftdfast.train` light
@@ -352,7 +453,7 @@ def get_trained(cache, data, arch: str, seed: int, config: TrainConfig = TrainCo
     key = None
     if cache is not None:
         key = cache.key(format=_MODEL_FORMAT, task=data.task.to_dict(), data=data.fingerprint(), build=build,
-                        seed=int(seed), config=config.to_dict())
+                        seed=int(seed), config=network_options(config))
         entry = cache.load(MODEL_KIND, key)
         if entry is not None:
             model = build_model(**entry["build"])

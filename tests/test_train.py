@@ -41,7 +41,7 @@ def states_equal(a, b):
 def test_config_defaults_and_dict_round_trip():
     c = TrainConfig()
     assert c.to_dict() == dict(epochs=2, batch_size=128, lr=1e-3, augment=False, epsilon=None, on_epsilon="warn",
-                               weight_decay=0.0)
+                               weight_decay=0.0, until_epsilon=False, patience=3, validation=0.0)
     d = TrainConfig(epochs=np.int64(3), lr=1, epsilon=0)
     assert TrainConfig.from_dict(d.to_dict()) == d
     assert type(d.epochs) is int and type(d.lr) is float and type(d.epsilon) is float
@@ -192,6 +192,54 @@ def test_epsilon_met_is_recorded_silently():
     assert result.epsilon_ok is True
 
 
+def test_epsilon_mode_stops_as_soon_as_the_target_is_reached():
+    """Stop on the first epoch whose check accuracy reaches 1 - epsilon; the check accuracy is the test accuracy."""
+    data = digits(600, 200)
+    config = TrainConfig(epochs=30, batch_size=32, epsilon=0.1, until_epsilon=True)
+    result = train_model(fresh("small_cnn", data), data, config, progress=False)
+    assert result.stop_reason == "epsilon" and result.epsilon_ok is True
+    assert result.epochs_run == len(result.check_history) == len(result.train_loss_history) < 30
+    assert result.check_history[-1] >= 0.9 > max(result.check_history[:-1], default=0.0)
+    assert result.check_accuracy == pytest.approx(result.test_accuracy)
+
+
+def test_epsilon_mode_stops_on_a_plateau_keeps_the_best_epoch_and_names_the_network():
+    data = random_classification(size=8)  # random labels: the test accuracy cannot reach 1
+    config = TrainConfig(epochs=40, batch_size=16, epsilon=0.0, until_epsilon=True, patience=2)
+    model = fresh("small_cnn", data)
+    with pytest.warns(RuntimeWarning, match=r"task 'random'.*after \d+ epoch\(s\), stopped by plateau"):
+        result = train_model(model, data, config, progress=False)
+    assert result.stop_reason == "plateau" and result.epsilon_ok is False and result.epochs_run < 40
+    assert result.test_accuracy == pytest.approx(max(result.check_history))
+
+
+def test_validation_split_is_held_out_and_judges_epsilon():
+    data = digits(600, 200)
+    config = TrainConfig(epochs=1, batch_size=32, epsilon=1.0, validation=0.25)
+    kept, held = train_mod.validation_split(600, 0.25)
+    assert len(held) == 150 and len(kept) == 450 and not set(kept.tolist()) & set(held.tolist())
+    x_check, _ = train_mod.check_data(data, config)
+    assert torch.equal(x_check, data.x_train[held])
+    seen = []
+    model = fresh("small_cnn", data)
+    handle = model.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]) if m.training else None)
+    result = train_model(model, data, config, progress=False)
+    handle.remove()
+    assert sum(seen) == 450  # one epoch over the kept samples only
+    want = evaluate(model, data.x_train[held], data.y_train[held], loss="cross_entropy")["accuracy"]
+    assert result.check_accuracy == pytest.approx(want)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"until_epsilon": True}, "set epsilon"),
+    ({"patience": 0}, "patience"),
+    ({"validation": 1.0}, "validation"),
+])
+def test_epsilon_mode_options_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
 # ------------------------------------------------------------------------------------- evaluate
 def test_evaluate_matches_a_direct_computation_with_awkward_batches():
     data = random_classification(n_test=23, size=8)
@@ -330,3 +378,22 @@ def test_progress_bar_and_zero_epochs(capsys):
     assert result.train_loss_history == [] and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     train_model(model, data, FAST, progress=True)
     assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_get_trained_keys_every_training_option_but_on_epsilon(tmp_path):
+    """Each option that changes the network gets its own cache entry; on_epsilon (what a miss does) shares one."""
+    data = random_classification(size=8)
+    cache = Cache(str(tmp_path))
+    base = dict(epochs=1, batch_size=16, epsilon=0.0)
+    variants = [dict(), dict(until_epsilon=True), dict(until_epsilon=True, patience=2), dict(validation=0.25),
+                dict(lr=2e-3), dict(batch_size=8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for v in variants:
+            _, r = get_trained(cache, data, "small_cnn", 0, TrainConfig(**{**base, **v}), progress=False)
+            assert not r.from_cache
+        _, again = get_trained(cache, data, "small_cnn", 0, TrainConfig(**base), progress=False)
+    assert again.from_cache
+    with pytest.raises(RuntimeError, match="epsilon"):  # a cached miss still raises when asked to
+        get_trained(cache, data, "small_cnn", 0, TrainConfig(**base, on_epsilon="raise"), progress=False)
+    assert len(list((tmp_path / "model").glob("*.pt"))) == len(variants)

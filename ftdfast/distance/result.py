@@ -38,8 +38,8 @@ class DistanceMatrix:
             or failed).
         mean: (K, K) mean over the seeds present (NaN where none is).
         std: (K, K) sample standard deviation over the seeds present (ddof=1) where a cell
-            has two or more; 0 where it has exactly one (in particular whenever S == 1);
-            NaN where it has none.
+            has two or more; NaN where it has fewer (one seed: the std is not defined, shown as
+            "n/a" in tables and null in JSON, never as 0).
         meta: JSON-serializable information (arch, method, seeds, config...). If it holds
             ``"seeds"``, that list has one entry per seed of ``per_seed``.
     """
@@ -144,8 +144,10 @@ class DistanceMatrix:
         except ValueError:
             raise ValueError(f"unknown task {task!r}; the tasks are {self.tasks}") from None
 
-    def closest(self, target: str) -> str:
-        """The source task a != target with the smallest mean distance ``mean[a, target]`` (first on ties).
+    def closest(self, target: str) -> "Closest":
+        """The source task a != target with the smallest mean distance ``mean[a, target]`` (first on ties),
+        with how clearly it wins: a :class:`Closest` (a ``str``, the source's name, carrying the runner-up,
+        the gap in units of the pooled std, the per-seed win count and whether the win is separated).
 
         Sources whose mean is NaN are skipped; a ValueError says when no source is left.
         """
@@ -155,11 +157,12 @@ class DistanceMatrix:
         if not candidates:
             raise ValueError(f"no source task has a distance to {target!r}" +
                              (" (it is the only task)" if self.num_tasks == 1 else " (all are missing)"))
-        return self.tasks[min(candidates, key=lambda i: col[i])]
+        order = sorted(candidates, key=lambda i: col[i])
+        return Closest.build(self, order, j)
 
-    def closest_table(self) -> Dict[str, Optional[str]]:
+    def closest_table(self) -> Dict[str, Optional["Closest"]]:
         """``{target: closest source}`` for every target (None where no source has a distance)."""
-        table: Dict[str, Optional[str]] = {}
+        table: Dict[str, Optional[Closest]] = {}
         for t in self.tasks:
             try:
                 table[t] = self.closest(t)
@@ -167,28 +170,85 @@ class DistanceMatrix:
                 table[t] = None
         return table
 
+    def cell(self, a: int, b: int, precision: int = 3) -> str:
+        """``"mean ± std"`` of one cell; ``"mean ± n/a"`` with one seed, ``"n/a"`` where it is missing."""
+        m, s = self.mean[a, b], self.std[a, b]
+        if not np.isfinite(m):
+            return "n/a"
+        return f"{m:.{precision}f} ± " + (f"{s:.{precision}f}" if np.isfinite(s) else "n/a")
+
     def to_markdown(self, precision: int = 3) -> str:
-        """A Markdown table with ``mean ± std`` cells (``n/a`` where missing); rows = sources, columns = targets."""
+        """A Markdown table with ``mean ± std`` cells; rows = sources, columns = targets.
+
+        In each column the closest source is **bold**; a source whose distance is within noise of it
+        (the 95% interval of the per-seed gap includes 0) is marked ``≈`` (a tie). ``n/a``: a missing
+        cell, or the std of a single seed. A note under the table says how to read it.
+        """
         def esc(name: str) -> str:
             return name.replace("|", "\\|")
 
+        best: Dict[int, int] = {}
+        ties: Dict[int, set] = {}
+        for j, t in enumerate(self.tasks):
+            try:
+                c = self.closest(t)
+            except ValueError:
+                continue
+            best[j] = self.index(str(c))
+            if self.num_seeds >= 2:  # one seed cannot tell a tie from a win: the note says so instead
+                ties[j] = {self.index(n) for n in c.ties}
         header = "| source \\ target | " + " | ".join(esc(t) for t in self.tasks) + " |"
         rule = "|---|" + "---:|" * self.num_tasks
         lines = [header, rule]
         for i, src in enumerate(self.tasks):
             cells = []
             for j in range(self.num_tasks):
-                m, s = self.mean[i, j], self.std[i, j]
-                cells.append("n/a" if not np.isfinite(m) else f"{m:.{precision}f} ± {s:.{precision}f}")
+                text = self.cell(i, j, precision)
+                if best.get(j) == i:
+                    text = f"**{text}**"
+                elif i in ties.get(j, ()):
+                    text = f"≈ {text}"
+                cells.append(text)
             lines.append(f"| {esc(src)} | " + " | ".join(cells) + " |")
+        lines.append("")
+        if self.num_seeds < 2:
+            lines.append("Bold: the closest source of each target. One seed: no std, and a win cannot be told "
+                         "from a tie (n/a).")
+        else:
+            lines.append(f"Mean ± std over {self.num_seeds} seeds. Bold: the closest source of each target; "
+                         "≈: within noise of it (the 95% interval of the per-seed gap includes 0).")
+        return "\n".join(lines)
+
+    def closest_markdown(self, precision: int = 3) -> str:
+        """A Markdown table: per target, the closest source, the runner-up, the gap in pooled-std units,
+        the per-seed win count and whether the win is separated from noise."""
+        lines = ["| target | closest source | distance | runner-up | distance | gap / pooled std | wins | separated |",
+                 "|---|---|---:|---|---:|---:|---:|---|"]
+        for j, t in enumerate(self.tasks):
+            try:
+                c = self.closest(t)
+            except ValueError:
+                continue
+            a = self.index(str(c))
+            if c.runner_up is None:
+                lines.append(f"| {t} | {c} | {self.cell(a, j, precision)} | - | - | - | {c.wins}/{c.seeds} | - |")
+                continue
+            r = self.index(c.runner_up)
+            gap = "n/a" if not np.isfinite(c.gap_in_std) else f"{c.gap_in_std:.2f}"
+            sep = {True: "yes", False: "no (tie)", None: "n/a"}[c.separated]
+            lines.append(f"| {t} | {c} | {self.cell(a, j, precision)} | {c.runner_up} | {self.cell(r, j, precision)} "
+                         f"| {gap} | {c.wins}/{c.seeds} | {sep} |")
         return "\n".join(lines)
 
     # ----------------------------------------------------------------- I/O
     def to_dict(self) -> Dict[str, Any]:
         """The JSON payload (NaN written as null; ``mean``/``std`` are for readers, recomputed on load)."""
+        closest = {}
+        for t, c in self.closest_table().items():
+            closest[t] = None if c is None else c.to_dict()
         return {"format": FORMAT, "version": FORMAT_VERSION, "tasks": list(self.tasks),
                 "per_seed": _nan_to_none(self.per_seed), "mean": _nan_to_none(self.mean),
-                "std": _nan_to_none(self.std), "meta": self.meta}
+                "std": _nan_to_none(self.std), "closest": closest, "meta": self.meta}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write strict JSON atomically: a temporary file in the same folder, fsync, then a rename."""
@@ -291,13 +351,103 @@ class DistanceMatrix:
 
 
 def _stats(arr: np.ndarray):
-    """(mean, std) over axis 0 with NaN skipped: std has ddof=1 for >= 2 values, 0 for one, NaN for none."""
+    """(mean, std) over axis 0 with NaN skipped: std has ddof=1 for >= 2 values, NaN for fewer (undefined)."""
     count = np.sum(~np.isnan(arr), axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(arr, axis=0)
-        std = np.nanstd(arr, axis=0, ddof=1) if arr.shape[0] > 1 else np.zeros(arr.shape[1:])
-    std = np.where(count == 1, 0.0, std)
-    std = np.where(count == 0, np.nan, std)
+        std = np.nanstd(arr, axis=0, ddof=1) if arr.shape[0] > 1 else np.full(arr.shape[1:], np.nan)
+    std = np.where(count < 2, np.nan, std)
     mean = np.where(count == 0, np.nan, mean)
     return np.ascontiguousarray(mean, dtype=np.float64), np.ascontiguousarray(std, dtype=np.float64)
+
+
+def _t95(dof: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t as student_t
+    return float(student_t.ppf(0.975, dof))
+
+
+class Closest(str):
+    """The closest source of one target (the ``str`` is its name) and how clearly it wins.
+
+    Attributes:
+        distance, std: its mean distance and std over seeds (std NaN with one seed).
+        runner_up: the next closest source (None with a single source), runner_up_distance its mean.
+        gap: runner_up_distance - distance (>= 0); pooled_std: sqrt((std^2 + std_runner_up^2) / 2);
+        gap_in_std: gap / pooled_std (NaN with one seed; inf for a gap with zero spread).
+        wins: the number of seeds in which this source is the closest; seeds: the seeds with a value.
+        separated: whether the win is beyond noise: the 95% t-interval of the per-seed (paired) gaps
+            lies above 0. None with one seed (not decidable).
+        ties: the other sources not separated from the winner by the same test (empty when separated
+            from all; with one seed, every other source).
+    """
+
+    distance: float
+    std: float
+    runner_up: Optional[str]
+    runner_up_distance: float
+    gap: float
+    pooled_std: float
+    gap_in_std: float
+    wins: int
+    seeds: int
+    separated: Optional[bool]
+    ties: List[str]
+
+    @classmethod
+    def build(cls, m: "DistanceMatrix", order: List[int], j: int) -> "Closest":
+        first = order[0]
+        c = cls(m.tasks[first])
+        c.distance, c.std = float(m.mean[first, j]), float(m.std[first, j])
+        col = m.per_seed[:, :, j]
+        present = [s for s in range(m.num_seeds) if np.isfinite(col[s, first])]
+        c.seeds = len(present)
+        c.wins = 0
+        for s in present:
+            vals = [(col[s, i], i) for i in order if np.isfinite(col[s, i])]
+            if vals and min(vals)[1] == first:
+                c.wins += 1
+        c.ties = []
+        for i in order[1:]:
+            if _separated(col[:, first], col[:, i]) is not True:
+                c.ties.append(m.tasks[i])
+        if len(order) < 2:
+            c.runner_up, c.runner_up_distance = None, float("nan")
+            c.gap = c.pooled_std = c.gap_in_std = float("nan")
+            c.separated = None
+            return c
+        second = order[1]
+        c.runner_up, c.runner_up_distance = m.tasks[second], float(m.mean[second, j])
+        c.gap = c.runner_up_distance - c.distance
+        c.pooled_std = float(np.sqrt((m.std[first, j] ** 2 + m.std[second, j] ** 2) / 2))
+        if not np.isfinite(c.pooled_std):
+            c.gap_in_std = float("nan")
+        elif c.pooled_std == 0:
+            c.gap_in_std = float("inf") if c.gap > 0 else float("nan")
+        else:
+            c.gap_in_std = c.gap / c.pooled_std
+        c.separated = _separated(col[:, first], col[:, second])
+        return c
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready (NaN and inf as null)."""
+        def num(x):
+            return None if x is None or not np.isfinite(x) else float(x)
+        return {"source": str(self), "distance": num(self.distance), "std": num(self.std),
+                "runner_up": self.runner_up, "runner_up_distance": num(self.runner_up_distance),
+                "gap": num(self.gap), "gap_in_pooled_std": num(self.gap_in_std), "wins": self.wins,
+                "seeds": self.seeds, "separated": self.separated, "ties": list(self.ties)}
+
+
+def _separated(winner: np.ndarray, other: np.ndarray) -> Optional[bool]:
+    """Is ``other`` (S,) farther than ``winner`` (S,) beyond noise? Paired over the seeds where both exist:
+    the 95% t-interval of the mean of (other - winner) lies above 0. None with fewer than two seeds."""
+    ok = np.isfinite(winner) & np.isfinite(other)
+    diff = (other - winner)[ok]
+    if len(diff) < 2:
+        return None
+    mean, sd = float(diff.mean()), float(diff.std(ddof=1))
+    if sd == 0:
+        return bool(mean > 0)
+    return bool(mean - _t95(len(diff) - 1) * sd / np.sqrt(len(diff)) > 0)

@@ -113,5 +113,6 @@ def to_markdown(rows: Sequence[Dict[str, Any]], title: str = "") -> str:
         d = ta["distances"]
         std = ta.get("distance_std") or {}
         lines += ["", f"Closest baseline: **{ta['closest']}**; distances to the target: " + ", ".join(
-            f"{k} {v:.3f} ± {std.get(k, 0.0):.3f}" for k, v in sorted(d.items(), key=lambda kv: kv[1])) + "."]
+            f"{k} {v:.3f} ± " + ("n/a" if std.get(k) is None else f"{std[k]:.3f}")
+            for k, v in sorted(d.items(), key=lambda kv: kv[1])) + "."]
     return "\n".join(lines) + "\n"

@@ -328,7 +328,8 @@ class TaskAwareNAS:
                             **s.get("fisher_options", {}))
         names = self.dictionary.names()
         return ({n: float(m.mean[i, K]) for i, n in enumerate(names)},
-                {n: float(m.std[i, K]) for i, n in enumerate(names)})
+                {n: float(m.std[i, K]) if m.std[i, K] == m.std[i, K] else None  # one seed: no std
+                 for i, n in enumerate(names)})
 
     def search(self, target, budget: Optional[Budget] = None, *, seed: int = 0, device=None,
                progress: bool = True, checkpoint_dir: Optional[str] = None) -> SearchOutcome:

@@ -8,7 +8,7 @@ tasks built from a :class:`~ftdfast.data.LabeledData`, and the paper's task sets
 """
 from typing import Any, Dict, Union
 
-from .paper import CIFAR100_SUPERCLASSES, IMAGENET_LISTS, PAPER_DATASETS, paper_tasks
+from .paper import CIFAR100_SUPERCLASSES, IMAGENET_LISTS, PAPER_DATASETS, class_tasks, paper_tasks
 from .regression import TARGETS, RegressionTask, gaussian_blur, grey, image_tasks, sobel_magnitude
 from .task import Task, resolve_classes
 from .taskdata import TaskData
@@ -19,6 +19,6 @@ def task_from_dict(d: Dict[str, Any]) -> Union[Task, RegressionTask]:
     return RegressionTask.from_dict(d) if d.get("kind") == "regression" else Task.from_dict(d)
 
 
-__all__ = ["Task", "RegressionTask", "TaskData", "paper_tasks", "image_tasks", "task_from_dict",
+__all__ = ["Task", "RegressionTask", "TaskData", "paper_tasks", "class_tasks", "image_tasks", "task_from_dict",
            "resolve_classes", "TARGETS", "CIFAR100_SUPERCLASSES", "IMAGENET_LISTS", "PAPER_DATASETS",
            "grey", "sobel_magnitude", "gaussian_blur"]

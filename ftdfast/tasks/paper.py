@@ -86,3 +86,16 @@ def paper_tasks(name: str, data: LabeledData, *,
                     "names") from e
         return tasks
     raise ValueError(f"no paper tasks for {name!r}; known: {', '.join(PAPER_DATASETS)}")
+
+
+def class_tasks(data: LabeledData) -> List[Task]:
+    """The paper's MNIST design for any labelled data with C >= 3 classes (e.g. an image folder), named
+    ``f"{data.name}:{i}"``: 0: class 0 vs rest (binary); 1: class 1 vs rest; 2: the first ceil(C / 2) classes
+    and "other"; 3: all C classes."""
+    C = data.num_classes
+    if C < 3:
+        raise ValueError(f"{data.name!r} has {C} classes; the class task set needs at least 3 (two one-vs-rest "
+                         "tasks, a subset with 'other' and the full task)")
+    s = lambda i: f"{data.name}:{i}"  # noqa: E731
+    half = tuple(range((C + 1) // 2))
+    return [Task(s(0), (0,), binary=True), Task(s(1), (1,), binary=True), Task(s(2), half, other=True), Task(s(3))]

@@ -22,13 +22,13 @@ def random_matrix(seed=0, S=3, K=4, nan_cells=()):
 
 
 def cell_stats(values):
-    """Mean and std of one cell by hand: ddof=1 over the present values, 0 for one value, NaN for none."""
+    """Mean and std of one cell by hand: ddof=1 over the present values, NaN std for one value (undefined)."""
     present = [v for v in values if not math.isnan(v)]
     if not present:
         return math.nan, math.nan
     m = sum(present) / len(present)
     if len(present) == 1:
-        return m, 0.0
+        return m, math.nan
     return m, math.sqrt(sum((v - m) ** 2 for v in present) / (len(present) - 1))
 
 
@@ -41,7 +41,7 @@ def test_stats_match_a_cell_by_cell_computation():
             mean, std = cell_stats(per_seed[:, a, b])
             np.testing.assert_allclose([m.mean[a, b], m.std[a, b]], [mean, std], rtol=1e-13, atol=0, equal_nan=True)
     assert math.isnan(m.mean[1, 2]) and math.isnan(m.std[1, 2])  # all seeds missing
-    assert m.std[0, 3] == 0.0 and m.mean[0, 3] == per_seed[0, 0, 3]  # one seed left
+    assert math.isnan(m.std[0, 3]) and m.mean[0, 3] == per_seed[0, 0, 3]  # one seed left: std undefined
     # and with NumPy's nan-aware functions where every cell has 3 values
     full = random_matrix(2)
     m = DistanceMatrix(TASKS, full)
@@ -49,12 +49,20 @@ def test_stats_match_a_cell_by_cell_computation():
     np.testing.assert_allclose(m.std, np.std(full, axis=0, ddof=1), rtol=1e-13)
 
 
-def test_single_seed_has_zero_std_and_read_only_arrays():
+def test_single_seed_has_no_std_and_read_only_arrays(tmp_path):
     one = random_matrix(3, S=1)
     m = DistanceMatrix.from_per_seed(TASKS, one[0], {"seeds": [7]})
     assert m.num_seeds == 1 and m.num_tasks == 4
     np.testing.assert_array_equal(m.mean, one[0])
-    np.testing.assert_array_equal(m.std, np.zeros((4, 4)))
+    assert np.isnan(m.std).all()
+    text = m.to_markdown()
+    assert "± 0.000" not in text and f"{one[0, 1, 0]:.3f} ± n/a" in text and "One seed" in text
+    m.save(tmp_path / "one.json")
+    payload = json.loads((tmp_path / "one.json").read_text())
+    assert all(v is None for row in payload["std"] for v in row)
+    c = m.closest("zero")
+    assert c.separated is None and math.isnan(c.gap_in_std) and c.wins == 1 and c.seeds == 1
+    assert payload["closest"]["zero"]["separated"] is None and payload["closest"]["zero"]["gap_in_pooled_std"] is None
     with pytest.raises(ValueError):
         m.per_seed[0, 0, 0] = 1.0
     with pytest.raises(ValueError):
@@ -126,13 +134,54 @@ def test_markdown_table():
     per_seed = np.array([[[0.0, 0.25], [0.5, np.nan]], [[0.0, 0.35], [0.7, np.nan]]])
     m = DistanceMatrix(["a", "b|c"], per_seed)
     lines = m.to_markdown().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 6 and lines[4] == "" and lines[5].startswith("Mean ± std over 2 seeds")
     assert lines[0] == "| source \\ target | a | b\\|c |"
     assert lines[1] == "|---|---:|---:|"
     sd_ab = np.std([0.25, 0.35], ddof=1)
-    assert lines[2] == f"| a | 0.000 ± 0.000 | 0.300 ± {sd_ab:.3f} |"
-    assert lines[3] == f"| b\\|c | 0.600 ± {np.std([0.5, 0.7], ddof=1):.3f} | n/a |"
+    assert lines[2] == f"| a | 0.000 ± 0.000 | **0.300 ± {sd_ab:.3f}** |"
+    assert lines[3] == f"| b\\|c | **0.600 ± {np.std([0.5, 0.7], ddof=1):.3f}** | n/a |"
     assert "0.30000 ± " in m.to_markdown(precision=5)
+
+
+def separation_matrix():
+    """Target t (column 0): s1 wins in every seed by ~0.1 (separated); s2 is 0.001 behind s1 on average
+    but wins one seed of three (a tie within noise)."""
+    col = np.array([[0.0, 0.20, 0.23, 0.45],
+                    [0.0, 0.22, 0.20, 0.52],
+                    [0.0, 0.21, 0.23, 0.47]])
+    per_seed = np.zeros((3, 4, 4))
+    per_seed[:, :, 0] = col
+    per_seed[:, :, 1:] = 0.5
+    for s in range(3):
+        np.fill_diagonal(per_seed[s], 0.0)
+    return DistanceMatrix(["t", "s1", "s2", "s3"], per_seed)
+
+
+def test_closest_reports_the_gap_in_pooled_std_wins_and_ties():
+    m = separation_matrix()
+    c = m.closest("t")
+    assert c == "s1" and c.runner_up == "s2"
+    d1, d2 = np.array([0.20, 0.22, 0.21]), np.array([0.23, 0.20, 0.23])
+    pooled = math.sqrt((d1.std(ddof=1) ** 2 + d2.std(ddof=1) ** 2) / 2)
+    assert c.gap == pytest.approx(d2.mean() - d1.mean()) and c.pooled_std == pytest.approx(pooled)
+    assert c.gap_in_std == pytest.approx((d2.mean() - d1.mean()) / pooled)
+    assert c.wins == 2 and c.seeds == 3
+    # paired 95% interval of s2 - s1 = (0.03, -0.02, 0.02) includes 0: a tie; s3 is separated
+    assert c.separated is False and c.ties == ["s2"]
+    table = m.to_markdown().splitlines()
+    assert table[2].split(" | ")[0] == "| t" and "**0.210 ±" in table[3] and "≈ 0.220 ±" in table[4]
+    assert table[5].split(" | ")[1].startswith("0.480")  # column t: s3 is separated from s1 (no mark)
+    rows = m.closest_markdown().splitlines()
+    assert rows[2].startswith("| t | s1 | 0.210 ± ") and rows[2].endswith(f"| {c.gap_in_std:.2f} | 2/3 | no (tie) |")
+
+
+def test_a_clear_win_is_separated():
+    per_seed = np.zeros((4, 3, 3))
+    per_seed[:, 1, 0] = [0.10, 0.12, 0.11, 0.10]
+    per_seed[:, 2, 0] = [0.30, 0.33, 0.29, 0.31]
+    m = DistanceMatrix(["t", "near", "far"], per_seed)
+    c = m.closest("t")
+    assert c == "near" and c.separated is True and c.ties == [] and c.wins == 4 and c.gap_in_std > 10
 
 
 def test_json_round_trip(tmp_path):
