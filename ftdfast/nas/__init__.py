@@ -26,6 +26,7 @@ from .batched import BatchedCandidates
 from .dictionary import BaselineEntry, TaskDictionary, build_dictionary, dictionary_report
 from .fuse import FuseMixture, FuseResult, fuse, split_train_val
 from .genotype import ALL_OPS, NODE_COUNTS, Genotype, as_genotype, uniform_genotype
+from .nasbench201 import NB201_OPS, NB201Genotype, NB201Network, NB201Space, NB201Table, load_nasbench201
 from .network import Cell, Network, reduction_indices
 from .operations import OPS, ConvOp, FactorizedReduce, make_op
 from .search import Budget, SearchOutcome, fuse_search, random_search
@@ -37,4 +38,5 @@ __all__ = ["ALL_OPS", "NODE_COUNTS", "OPS", "Genotype", "as_genotype", "uniform_
            "FactorizedReduce", "Cell", "Network", "reduction_indices", "SearchSpace", "BatchedCandidates",
            "FuseMixture", "FuseResult", "fuse", "split_train_val", "derive_seed",
            "Budget", "SearchOutcome", "BaselineEntry", "TaskDictionary", "build_dictionary", "dictionary_report",
-           "TaskAwareNAS", "fuse_search", "random_search"]
+           "TaskAwareNAS", "fuse_search", "random_search",
+           "NB201_OPS", "NB201Genotype", "NB201Space", "NB201Network", "NB201Table", "load_nasbench201"]

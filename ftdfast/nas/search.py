@@ -170,8 +170,9 @@ def fuse_search(space, task_data, budget: Budget, *, seed: int = 0, val_fraction
 
 
 @dataclass
-class _Split:
-    """A duck-typed TaskData whose "test" split is the search's validation split (for train_model)."""
+class SplitData:
+    """A duck-typed TaskData (what train_model, fuse_search and random_search read) from tensors: ``x_train
+    (n, c, h, w)``, ``y_train (n,)``, ``x_test``, ``y_test``, ``num_classes``, ``name``."""
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
@@ -198,7 +199,7 @@ def random_search(space, task_data, budget: Budget, *, seed: int = 0, val_fracti
     on the validation split wins."""
     _check_classification(task_data, "random_search")
     train, val = _train_val(task_data, val_fraction, seed)
-    split = _Split(*train, *val, int(task_data.num_classes), f"{getattr(task_data.task, 'name', 'task')}/random")
+    split = SplitData(*train, *val, int(task_data.num_classes), f"{getattr(task_data.task, 'name', 'task')}/random")
     config = TrainConfig(epochs=epochs_for_steps(budget.weight_steps, budget.batch_size, len(train[1])),
                          batch_size=budget.batch_size)
     t0 = time.perf_counter()
