@@ -42,7 +42,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn.functional as F
 
-from benchmarks.fuse_quality import mean_interval
+from .fuse_quality import mean_interval
 from ftdfast.atomic import atomic_write_text
 from ftdfast.nas import Budget, NB201Space, derive_seed, fuse_search, load_nasbench201, random_search
 from ftdfast.nas.search import SplitData
@@ -134,7 +134,23 @@ def real_search(args) -> Dict[str, Any]:
                                                                        progress=False),
                "restricted (TA-NAS space of ImageNet16-120's best cell)":
                    lambda s: fuse_search(restricted, data, budget, seed=s, progress=False)}
-    records = []
+    records: List[Dict[str, Any]] = []
+
+    def result() -> Dict[str, Any]:
+        summary = {}
+        for name in methods:
+            rs = [r for r in records if r["method"] == name]
+            if rs:
+                summary[name] = {"cifar10_test": stats([r["cifar10_test"] for r in rs]),
+                                 "percentile": stats([r["percentile"] for r in rs]),
+                                 "cpu_seconds": sum(r["cpu_seconds"] for r in rs)}
+        done = len({r["seed"] for r in records if all(any(q["seed"] == r["seed"] and q["method"] == m
+                                                           for q in records) for m in methods)})
+        return {"budget": budget.to_dict(), "data": {"train": args.train, "size": args.size},
+                "restricted_to": str(baseline), "restricted_ops": restricted.ops, "seeds": done,
+                "seeds_asked": args.seeds, "table_mean_cifar10_test": statistics.fmean(table.values("cifar10_test")),
+                "summary": summary, "records": records}
+
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, run in methods.items():
             t0 = time.process_time()
@@ -145,16 +161,9 @@ def real_search(args) -> Dict[str, Any]:
             records.append(rec)
             print(f"seed {seed} {name}: {rec['cell']} -> {acc:.2f}% (percentile {rec['percentile']:.1f}, "
                   f"{rec['cpu_seconds']:.0f} s CPU)", flush=True)
-    summary = {}
-    for name in methods:
-        rs = [r for r in records if r["method"] == name]
-        summary[name] = {"cifar10_test": stats([r["cifar10_test"] for r in rs]),
-                         "percentile": stats([r["percentile"] for r in rs]),
-                         "cpu_seconds": sum(r["cpu_seconds"] for r in rs)}
-    return {"budget": budget.to_dict(), "data": {"train": args.train, "size": args.size},
-            "restricted_to": str(baseline), "restricted_ops": restricted.ops, "seeds": args.seeds,
-            "table_mean_cifar10_test": statistics.fmean(table.values("cifar10_test")),
-            "summary": summary, "records": records}
+        if args.json:       # after every seed, so an interrupted run keeps what it finished
+            atomic_write_text(args.json, json.dumps(result(), indent=1) + "\n")
+    return result()
 
 
 def main(argv=None) -> int:

@@ -154,3 +154,49 @@ def to_markdown(rows: Sequence[Dict[str, Any]], title: str = "") -> str:
         lines += ["", f"Closest baseline: **{ta['closest']}**; distances to the target: " + ", ".join(
             f"{k} {v:.3f} ± {std.get(k, 0.0):.3f}" for k, v in sorted(d.items(), key=lambda kv: kv[1])) + "."]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ several search seeds
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def summarize_runs(folders: Sequence[str], title: str = "") -> str:
+    """One markdown table over several ``compare`` runs (one folder of ``row_*.json`` per search seed).
+
+    Per method: the mean test accuracy over every (search seed, final seed) pair, their std, and a 95% t
+    interval of the mean with the search seeds as the independent units (each seed's mean over its final
+    seeds); hand-designed rows (no search) use their final seeds as the units. Search and distance times are
+    means over search seeds. "n/a" where there is one unit only.
+    """
+    by_method: Dict[str, List[Dict[str, Any]]] = {}
+    for folder in folders:
+        for name in sorted(os.listdir(folder)):
+            if name.startswith("row_") and name.endswith(".json"):
+                row = _load_row(os.path.join(folder, name))
+                if row is not None:
+                    by_method.setdefault(row["method"], []).append(row)
+    if not by_method:
+        raise ValueError(f"no row_*.json files in {list(folders)}: run `ftdfast search --out FOLDER` first")
+    lines = ([f"### {title}", ""] if title else []) + [
+        "| architecture | search seeds | final seeds | test accuracy (%), mean ± std | 95% interval | "
+        "search time (s) | distance time (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for method, rows in by_method.items():
+        values = [a for r in rows for a in r["test_accuracy_per_seed"]]
+        searched = rows[0].get("genotype") is not None
+        units = [statistics.fmean(r["test_accuracy_per_seed"]) for r in rows] if searched else values
+        mean = statistics.fmean(values)
+        std = f"{100 * statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
+        if len(units) > 1:
+            t = _T975[len(units) - 2] if len(units) - 1 <= len(_T975) else 1.96
+            half = t * statistics.stdev(units) / math.sqrt(len(units))
+            m = statistics.fmean(units)
+            ci = f"{100 * (m - half):.2f} to {100 * (m + half):.2f}"
+        else:
+            ci = "n/a"
+
+        def avg(key):
+            v = [r[key] for r in rows if r.get(key) is not None]
+            return f"{statistics.fmean(v):.0f}" if v else "-"
+        lines.append(f"| {method} | {len(rows) if searched else '-'} | {len(rows[0]['test_accuracy_per_seed'])} | "
+                     f"{100 * mean:.2f} ± {std} | {ci} | {avg('search_seconds')} | {avg('distance_seconds')} |")
+    return "\n".join(lines) + "\n"
