@@ -191,6 +191,30 @@ def report(s: Dict[str, Any], args) -> str:
         f"  CPU time: standalone {s['seconds_standalone']:.0f} s, FUSE {s['seconds_fuse']:.0f} s"])
 
 
+def incumbent_study(args, data) -> Dict[str, Any]:
+    """How often last run's winner wins the next FUSE, per incumbent policy (Budget.incumbent): two-iteration
+    :func:`~ftdfast.nas.fuse_search` runs on the same seeds; chance is 1 / (candidates in the second run)."""
+    from ftdfast.nas import fuse_search
+    (xt, yt), (xv, yv), (xs, ys), num_classes = data
+    task = SplitData(torch.cat([xt, xv]), torch.cat([yt, yv]), xs, ys, num_classes, "digits")
+    out: Dict[str, Any] = {}
+    for policy in ("keep", "reinit"):
+        budget = Budget(iterations=2, candidates=args.candidates, rounds=args.rounds,
+                        w_steps=max(1, args.steps // args.rounds), channels=args.channels, layers=args.layers,
+                        batch_size=args.batch_size, incumbent=policy)
+        wins, sizes = [], []
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            h = fuse_search(SearchSpace(), task, budget, seed=derive_seed(seed, "incumbent study"),
+                            progress=False).history
+            wins.append(h[1]["best"] == 0)
+            sizes.append(len(h[1]["genotypes"]))
+            print(f"incumbent={policy} seed {seed}: the incumbent {'won' if wins[-1] else 'lost'} "
+                  f"(weights {', '.join(f'{w:.2f}' for w in h[1]['weights'])})", flush=True)
+        out[policy] = {"incumbent_win_rate": sum(wins) / len(wins), "interval": list(wilson(sum(wins), len(wins))),
+                       "chance": statistics.fmean(1 / k for k in sizes), "seeds": len(wins)}
+    return out
+
+
 QUICK = dict(seeds=8, candidates=8, channels=4, layers=1, steps=100, rounds=5)
 
 
@@ -208,6 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--batched", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the summary and every seed's record here")
+    p.add_argument("--incumbent-study", action="store_true", help="instead: how often the previous winner wins "
+                   "the next FUSE with Budget.incumbent 'keep' and 'reinit' (two-iteration searches)")
     if p.parse_known_args(argv)[0].quick:          # --quick sets the defaults; explicit options still win
         p.set_defaults(**QUICK)
     args = p.parse_args(argv)
@@ -216,6 +242,16 @@ def main(argv=None) -> int:
         p.error("--seeds >= 1, --candidates >= 2, --steps >= 1 and --rounds >= 1 are required")
     torch.set_num_threads(args.threads)
     data = load_digits()
+    if args.incumbent_study:
+        study = incumbent_study(args, data)
+        for policy, v in study.items():
+            lo, hi = v["interval"]
+            print(f"incumbent={policy}: wins {v['incumbent_win_rate']:.2f} of second runs (95% {lo:.2f}-{hi:.2f}), "
+                  f"chance {v['chance']:.2f}, {v['seeds']} seeds")
+        if args.json:
+            atomic_write_text(args.json, json.dumps({"incumbent_study": study, "settings": vars(args)}, indent=1)
+                              + "\n")
+        return 0
     records = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         r = run_seed(seed, args, data)

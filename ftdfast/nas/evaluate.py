@@ -168,9 +168,10 @@ def summarize_runs(folders: Sequence[str], title: str = "") -> str:
     seeds); hand-designed rows (no search) use their final seeds as the units. Search and distance times are
     means over search seeds. "n/a" where there is one unit only.
     """
+    order = {"row_ta_nas.json": 0, "row_fuse_general.json": 1, "row_random_general.json": 2}
     by_method: Dict[str, List[Dict[str, Any]]] = {}
     for folder in folders:
-        for name in sorted(os.listdir(folder)):
+        for name in sorted(os.listdir(folder), key=lambda n: (order.get(n, 3), n)):
             if name.startswith("row_") and name.endswith(".json"):
                 row = _load_row(os.path.join(folder, name))
                 if row is not None:
@@ -190,7 +191,7 @@ def summarize_runs(folders: Sequence[str], title: str = "") -> str:
             t = _T975[len(units) - 2] if len(units) - 1 <= len(_T975) else 1.96
             half = t * statistics.stdev(units) / math.sqrt(len(units))
             m = statistics.fmean(units)
-            ci = f"{100 * (m - half):.2f} to {100 * (m + half):.2f}"
+            ci = f"{max(0.0, 100 * (m - half)):.2f} to {min(100.0, 100 * (m + half)):.2f}"
         else:
             ci = "n/a"
 
