@@ -9,10 +9,11 @@
 #   MAX_TRAIN [10000]   MAX_TEST [2000]   EPOCHS [3]   HAND ["vgg16,resnet18,densenet121"]   HAND_WIDTH [0.25]
 #   BUDGET ["--iterations 2 --candidates 4 --rounds 3 --w-steps 20 --channels 8 --layers 3"]
 #   PYTHON [.venv/bin/python]
-# The full run is about an hour per dataset on 2 free cores at these defaults (not measured end to end: see
-# docs/nas/README.md). Smoke test (a few minutes):
+# Not measured end to end: the 2026-11-28 single-seed run at a smaller budget took 55 min for CIFAR-10 on the
+# shared 2-core CPU, so these defaults (3 search x 3 final seeds) take several hours per dataset there; lower
+# SEARCH_SEEDS/FINAL_SEEDS/BUDGET/MAX_TRAIN to fit. Smoke test (a few minutes):
 #   DATASETS=digits MAX_TRAIN=300 MAX_TEST=90 EPOCHS=1 SEARCH_SEEDS="0 1 2" FINAL_SEEDS=0,1,2 DIST_SEEDS=3 \
-#   HAND=small_cnn BUDGET="--iterations 1 --candidates 2 --rounds 1 --w-steps 3 --channels 4 --layers 3" \
+#   HAND=small_cnn HAND_WIDTH=1 BUDGET="--iterations 1 --candidates 2 --rounds 1 --w-steps 3 --channels 4 --layers 3" \
 #   benchmarks/tanas_evidence.sh "" /tmp/tanas-smoke
 set -euo pipefail
 DATA=${1:-../shared/datasets}
