@@ -102,7 +102,8 @@ def compare(target, dictionary: TaskDictionary, baselines: Sequence, budget: Opt
         dist = outcome.distance_seconds
         row = {"method": method, "genotype": outcome.genotype.to_dict(), "search_seed": outcome.seed,
                "search_seconds": outcome.seconds - (dist or 0.0), "distance_seconds": dist,
-               "closest": outcome.closest, "distances": outcome.distances, "distance_std": outcome.distance_std}
+               "closest": outcome.closest, "distances": outcome.distances, "distance_std": outcome.distance_std,
+               "distance_seeds": len(dictionary.distance["seeds"]) if outcome.distances else None}
         row.update(final_accuracy(
             lambda: outcome.space.network(outcome.genotype, channels=budget.channels, layers=budget.layers,
                                           num_classes=int(target.num_classes), in_channels=in_ch),
@@ -151,8 +152,14 @@ def to_markdown(rows: Sequence[Dict[str, Any]], title: str = "") -> str:
     if ta:
         d = ta["distances"]
         std = ta.get("distance_std") or {}
+        one = ta.get("distance_seeds") == 1
+
+        def spread(k):
+            return "± n/a" if one or k not in std else f"± {std[k]:.3f}"
         lines += ["", f"Closest baseline: **{ta['closest']}**; distances to the target: " + ", ".join(
-            f"{k} {v:.3f} ± {std.get(k, 0.0):.3f}" for k, v in sorted(d.items(), key=lambda kv: kv[1])) + "."]
+            f"{k} {v:.3f} {spread(k)}" for k, v in sorted(d.items(), key=lambda kv: kv[1]))
+            + (" (one distance seed: no spread)." if one else f" (mean ± std over {ta.get('distance_seeds')} "
+               "distance seeds).")]
     return "\n".join(lines) + "\n"
 
 

@@ -95,3 +95,14 @@ def test_cli_dictionary_and_search(tmp_path, capsys):
     assert main(["search", "--dictionary", path, "--target", "digits:2", "--final-seeds", "x",
                  "--out", str(tmp_path)] + small) == 2
     assert "--final-seeds must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_one_distance_seed_gives_no_spread():
+    rows = [{"method": "TA-NAS (ours)", "test_accuracy": 0.5, "test_accuracy_std": None,
+             "test_accuracy_per_seed": [0.5], "params_m": 0.1, "search_seconds": 3.0, "distance_seconds": 1.0,
+             "closest": "a", "distances": {"a": 0.3, "b": 0.4}, "distance_std": {"a": 0.0, "b": 0.0},
+             "distance_seeds": 1}]
+    table = E.to_markdown(rows)
+    assert "a 0.300 ± n/a, b 0.400 ± n/a (one distance seed: no spread)." in table
+    rows[0].update(distance_seeds=3, distance_std={"a": 0.01, "b": 0.02})
+    assert "a 0.300 ± 0.010, b 0.400 ± 0.020 (mean ± std over 3 distance seeds)." in E.to_markdown(rows)
