@@ -22,7 +22,7 @@ largest relative difference must be below 1e-9. Then the **timing** of the two F
 ``alpha`` (eval mode, forward under ``no_grad``). Each mode is warmed up, then the modes are timed in
 interleaved repeats (the order alternates); the median time per step and the ratio sequential / fused
 (the fused throughput gain) are printed, and written as JSON with ``--out``. The line also says what
-``fused="auto"`` (FUSE's default) would pick for these shapes on this device.
+``batched="auto"`` (FUSE's default) would pick for these shapes on this device.
 
 Device: ``--device`` (default ``cpu``) holds the candidates, the fused network and the data, and the check
 runs there too (float64 on CUDA). The header and the JSON name the device (and the GPU's name on CUDA);
@@ -73,8 +73,8 @@ def make_problem(args, scenario: str, device="cpu"):
     gens = make_genotypes(scenario, args.candidates, args.seed)
     torch.manual_seed(args.seed)
     nets = [Network(g, args.channels, args.layers, 10, args.in_channels).to(device) for g in gens]
-    fused = BatchedCandidates(nets, fused=True)
-    seq = BatchedCandidates(copy.deepcopy(nets), fused=False)
+    fused = BatchedCandidates(nets, batched=True)
+    seq = BatchedCandidates(copy.deepcopy(nets), batched=False)
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, args.in_channels, args.size, args.size, generator=g).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
@@ -217,7 +217,7 @@ def main(argv: List[str] = None) -> int:
         errs = check(fused, seq, x, y)
         passed = max(errs.values()) < 1e-9
         ok &= passed
-        auto = BatchedCandidates(list(fused.nets), fused="auto").fuses(x)
+        auto = BatchedCandidates(list(fused.nets), batched="auto").fuses(x)
         print(f"\n[{sc}] fused groups {fused.fused_groups} (fused='auto' would fuse {auto or 'none'}); ops used: "
               f"{sorted({op for g in gens for op in g.ops})}")
         print("  check (max rel. diff, float64): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())

@@ -182,35 +182,49 @@ def cmd_distance(args) -> int:
 
 
 def _budget(args):
-    from .nas.tanas import Budget
+    from .nas.search import Budget
     return Budget(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
                   alpha_steps=args.alpha_steps, channels=args.channels, layers=args.layers,
-                  seconds=args.budget_seconds)
+                  seconds=args.budget_seconds, incumbent=args.incumbent)
 
 
-def _indices(text: str):
+def _indices(text: str, option: str = "--tasks"):
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        out = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--tasks must be paper task indices like 0,1,3; got {text!r}") from None
+        out = []
+    if not out:
+        raise ValueError(f"{option} must be comma-separated integers like 0,1,3; got {text!r}") from None
+    return out
 
 
 def cmd_dictionary(args) -> int:
-    from .experiment import build_task_dictionary
-    build_task_dictionary(args.dataset, data_dir=args.data_dir, tasks=_indices(args.tasks), out=args.out,
-                          budget=_budget(args), arch=args.arch, seeds=args.seeds, epochs=args.epochs,
-                          max_train=args.max_train, max_test=args.max_test, device=args.device,
-                          progress=not args.no_progress)
+    from .experiment import _paper_task_data, build_task_dictionary
+    from .nas.dictionary import dictionary_report, report_markdown
+    budget = _budget(args)
+    d = build_task_dictionary(args.dataset, data_dir=args.data_dir, tasks=_indices(args.tasks), out=args.out,
+                              budget=budget, arch=args.arch, seeds=args.seeds, epochs=args.epochs,
+                              max_train=args.max_train, max_test=args.max_test, device=args.device,
+                              progress=not args.no_progress)
     print(f"wrote {args.out}")
+    if not args.no_report:
+        _, baselines = _paper_task_data(args.dataset, args.data_dir, _indices(args.tasks), max_train=args.max_train,
+                                        max_test=args.max_test)
+        rows = dictionary_report(d, baselines, epochs=args.epochs, budget=budget, device=args.device,
+                                 progress=not args.no_progress)
+        print(f"\nDictionary quality: each baseline's cell against the candidates its search weighed, each trained "
+              f"alone for {args.epochs} epochs (test accuracy)\n" + report_markdown(rows))
     return 0
 
 
 def cmd_search(args) -> int:
     from .experiment import run_task_aware_search
     hand = [a for a in args.hand_designed.split(",") if a]
+    final_seeds = _indices(args.final_seeds, "--final-seeds")
     run_task_aware_search(args.dictionary, args.target, data_dir=args.data_dir, budget=_budget(args),
                           epochs=args.epochs, out=args.out, hand_designed=hand, hand_width=args.hand_width,
-                          device=args.device, progress=not args.no_progress)
+                          device=args.device, progress=not args.no_progress, seed=args.seed,
+                          final_seeds=final_seeds)
     return 0
 
 
@@ -225,9 +239,9 @@ def cmd_demo(args) -> int:
     if args.no_search:
         return 0
     from .experiment import build_task_dictionary, run_task_aware_search
-    from .nas.tanas import Budget
+    from .nas.search import Budget
     print("\nTask-aware NAS: a dictionary of digits:0, digits:1, digits:3, then a search for digits:2")
-    budget = Budget(iterations=2, candidates=3, rounds=2, w_steps=8, alpha_steps=3, channels=8, layers=3)
+    budget = Budget(iterations=2, candidates=3, rounds=2, w_steps=8, channels=8, layers=3)
     path = os.path.join(args.out, "nas", "dictionary.json")
     build_task_dictionary("digits", tasks=(0, 1, 3), out=path, budget=budget, arch=args.arch, seeds=1,
                           epochs=args.epochs, cache_dir=os.path.join(args.out, "cache"),
@@ -267,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--candidates", type=_count, default=4, help="new candidates per FUSE run")
     g.add_argument("--rounds", type=_count, default=3, help="FUSE rounds (weight steps, then alpha steps)")
     g.add_argument("--w-steps", type=_count, default=20)
-    g.add_argument("--alpha-steps", type=_count, default=5)
+    g.add_argument("--alpha-steps", type=_count, default=200,
+                   help="most full-batch alpha steps per FUSE round (alpha stops earlier once it converges)")
+    g.add_argument("--incumbent", default="reinit", choices=["reinit", "keep"],
+                   help="the previous winner enters the next FUSE re-initialized (default) or with its weights")
     g.add_argument("--channels", type=_count, default=8, help="skeleton width of searched networks")
     g.add_argument("--layers", type=_count, default=3, help="cells in the skeleton")
     g.add_argument("--budget-seconds", type=_positive, help="wall-time cap of one search")
@@ -288,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--max-train", type=_count, help="use N training images (a seeded random sample)")
     db.add_argument("--max-test", type=_count, help="use N test images (a seeded random sample)")
     db.add_argument("--out", default="dictionary.json")
+    db.add_argument("--no-report", action="store_true", help="skip the quality report (each baseline's cell and "
+                    "its search's candidates trained alone for --epochs)")
     db.set_defaults(func=cmd_dictionary)
 
     se = sub.add_parser("search", parents=[budget, tn], help="task-aware search for a target task, compared with "
@@ -298,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated architectures to compare with ('' for none)")
     se.add_argument("--hand-width", type=_positive, default=1.0, help="channel width factor of the hand-designed nets")
     se.add_argument("--out", default="search")
+    se.add_argument("--seed", type=int, default=0, help="user seed; every method's search derives its own from it")
+    se.add_argument("--final-seeds", default="0", help="comma-separated seeds of the final training of each "
+                    "found cell and hand-designed network (e.g. 0,1,2)")
     se.set_defaults(func=cmd_search)
 
     t = sub.add_parser("distance", help="the task-distance matrices of a dataset's tasks (resumable)")

@@ -206,7 +206,7 @@ def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = 
 
     ``cache_dir`` (default: ``cache/`` beside ``out``) keeps the epsilon-networks and Fisher diagonals of the
     distances; point it at a distance experiment's cache to reuse its networks."""
-    from .nas.tanas import build_dictionary
+    from .nas.dictionary import build_dictionary
     data, baselines = _paper_task_data(dataset, data_dir, tasks, max_train=max_train, max_test=max_test)
     cache = cache_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
     log(f"dictionary: FUSE search in the general space for {', '.join(t.task.name for t in baselines)}")
@@ -223,10 +223,12 @@ def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = 
 
 def run_task_aware_search(dictionary: str, target: str, *, data_dir: Optional[str] = None, budget=None,
                           epochs: int = 3, out: str = "search", hand_designed=("vgg16", "resnet18", "densenet121"),
-                          hand_width: float = 1.0, device=None, progress: bool = True, log=print):
-    """TA-NAS for ``target`` ("dataset:index") with a dictionary file; the comparison table in ``out``."""
+                          hand_width: float = 1.0, device=None, progress: bool = True, log=print,
+                          **compare_options):
+    """TA-NAS for ``target`` ("dataset:index") with a dictionary file; the comparison table in ``out``
+    (``compare_options``, e.g. ``seed``, ``final_seeds``: passed to :func:`ftdfast.nas.evaluate.compare`)."""
     from .nas.evaluate import compare, to_markdown
-    from .nas.tanas import TaskDictionary
+    from .nas.dictionary import TaskDictionary
     d = TaskDictionary.load(dictionary)
     name, idx = parse_target(target)
     meta = d.meta
@@ -239,7 +241,7 @@ def run_task_aware_search(dictionary: str, target: str, *, data_dir: Optional[st
                                          max_test=meta.get("max_test"))
     os.makedirs(out, exist_ok=True)
     rows = compare(target_data, d, baselines, budget, epochs=epochs, hand_designed=hand_designed,
-                   hand_width=hand_width, device=device, out_dir=out, progress=progress)
+                   hand_width=hand_width, device=device, out_dir=out, progress=progress, **compare_options)
     table = to_markdown(rows, title=f"Task-aware search for {target_data.task.name}")
     atomic_write_text(os.path.join(out, "table.md"), table)
     log(table)

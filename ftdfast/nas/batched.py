@@ -27,7 +27,7 @@ their own.
 When it pays (see :data:`AUTO_MAX_BYTES` and ``benchmarks/bench_fuse.py``): fusing removes per-operation
 overhead, so it helps where the candidates are small (few channels, small images, small batches) and on
 GPUs; on a CPU with large activations the convolutions are compute-bound and the stacked tensors outgrow
-the caches, so ``fused="auto"`` runs those one after another.
+the caches, so ``batched="auto"`` runs those one after another.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .network import Network
-from .ops import ConvOp, FactorizedReduce, Identity, Zero
+from .operations import ConvOp, FactorizedReduce, Identity, Zero
 
 
 def _cat(ts: List[torch.Tensor]) -> torch.Tensor:
@@ -285,7 +285,7 @@ class _FusedGroup:
         return torch.baddbmm(bias.unsqueeze(1), feats, weight.transpose(1, 2)).transpose(0, 1)
 
 
-#: ``fused="auto"`` on CPU fuses a group only while one candidate's stem output, ``n * 3C * h * w`` elements,
+#: ``batched="auto"`` on CPU fuses a group only while one candidate's stem output, ``n * 3C * h * w`` elements,
 #: takes at most this many bytes. Measured on a 2-core x86 CPU, one thread (``benchmarks/bench_fuse.py``): 8
 #: candidates fused ran 1.3-1.4x faster at 8x8 inputs, C=8, batch 32 (0.2 MB), about as fast at C=16, batch 64
 #: (0.8 MB) and 0.7x as fast at 32x32, C=16, batch 64 (12.6 MB): there the convolutions are compute-bound, and
@@ -296,7 +296,7 @@ AUTO_MAX_BYTES = 2 * 1024 * 1024
 class BatchedCandidates(nn.Module):
     """K candidate modules evaluated together: ``forward(x) -> (n, K, num_classes)`` logits in candidate order.
 
-    ``fused``: ``True`` runs each group of candidates that share a skeleton as one network, ``False`` runs the
+    ``batched``: ``True`` runs each group of candidates that share a skeleton as one network, ``False`` runs the
     candidates one after another (the reference), ``"auto"`` fuses on CUDA always and on CPU only for small
     activations (see :data:`AUTO_MAX_BYTES`; the choice depends only on the shapes, so runs stay
     reproducible). Candidates are registered as ``self.nets`` (an ``nn.ModuleList``), so ``parameters()``,
@@ -304,15 +304,15 @@ class BatchedCandidates(nn.Module):
     same mode runs sequentially.
     """
 
-    def __init__(self, candidates: Sequence[nn.Module], *, fused: Union[bool, str] = True,
+    def __init__(self, candidates: Sequence[nn.Module], *, batched: Union[bool, str] = True,
                  auto_max_bytes: int = AUTO_MAX_BYTES):
         super().__init__()
         if len(candidates) == 0:
             raise ValueError("BatchedCandidates needs at least one candidate")
-        if fused not in (True, False, "auto"):
-            raise ValueError(f"fused must be True, False or 'auto', got {fused!r}")
+        if batched not in (True, False, "auto"):
+            raise ValueError(f"batched must be True, False or 'auto', got {batched!r}")
         self.nets = nn.ModuleList(candidates)
-        self.fused = fused
+        self.batched = batched
         self.auto_max_bytes = auto_max_bytes
         by_skeleton = OrderedDict()
         for k, net in enumerate(candidates):
@@ -327,13 +327,13 @@ class BatchedCandidates(nn.Module):
         return [list(idx) for idx, grp in self._groups if grp is not None]
 
     def fuses(self, x: torch.Tensor) -> List[List[int]]:
-        """The groups that run fused for input ``x`` (see ``fused``)."""
+        """The groups that run fused for input ``x`` (see ``batched``)."""
         return [list(idx) for idx, grp in self._groups if self._fuse(idx, grp, x)]
 
     def _fuse(self, idx, grp, x: torch.Tensor) -> bool:
-        if grp is None or not self.fused or len({self.nets[k].training for k in idx}) != 1:
+        if grp is None or not self.batched or len({self.nets[k].training for k in idx}) != 1:
             return False
-        if self.fused == "auto" and x.device.type == "cpu":
+        if self.batched == "auto" and x.device.type == "cpu":
             net = grp.nets[0]
             stem_bytes = x.shape[0] * net.stem_multiplier * net.channels * x.shape[-2] * x.shape[-1] * x.element_size()
             return stem_bytes <= self.auto_max_bytes

@@ -5,16 +5,28 @@ loss is the cross-entropy of ``z``. Alpha starts at zeros (weights ``1/K``). Eac
 
 1. **weights** (``w_steps`` training batches): alpha frozen, all candidates in training mode; one optimizer
    (Adam, or SGD with momentum) over every candidate's weights minimizes the mixture's loss;
-2. **alpha** (``alpha_steps`` validation batches): the candidates in eval mode and their logits computed
-   under ``no_grad`` (so BatchNorm running statistics and weights cannot change); Adam updates alpha only.
+2. **alpha**: the candidates in eval mode compute their logits on the whole validation set once, under
+   ``no_grad`` (so BatchNorm running statistics and weights cannot change); then Adam fits alpha to those
+   fixed logits, full batch, for up to ``alpha_steps`` steps, stopping early once no entry of alpha moves by
+   ``alpha_tol`` or more in one step. The logits are computed once, so the alpha steps cost almost nothing:
+   alpha gets the steps it needs to converge, which 10 mini-batch steps at lr 0.05 did not give it (the
+   largest weight stayed at 0.42-0.54 on digits, so the pick rested on noise).
 
 It stops when the largest mixture weight reaches ``threshold`` (``"threshold"``), when no entry of alpha moved
 by ``tol`` or more during a round (``"converged"``), or after ``rounds`` rounds (``"rounds"``). The winner is
-``argmax alpha``.
+``argmax alpha``. The result keeps alpha's history and, per round, every candidate's own validation loss and
+accuracy (computed from the same logits), so a pick can be audited.
+
+**Equal terms.** Genotype candidates are built with fresh weights (seeded by ``seed`` and their index); a
+module candidate is used as it is (trained in place). A search that passes last iteration's trained winner
+as a module gives it a head start; :func:`~ftdfast.nas.search.fuse_search` re-initializes it by default.
 
 **Validation data.** Alpha must be fitted on data the weights were not trained on, and never on the test set:
 carve it from the training data, e.g. with :func:`split_train_val`. (The authors' code updated alpha on the
 test set; ftdfast does not.)
+
+**Non-finite values.** A non-finite training loss, or non-finite validation logits, raise ``RuntimeError``
+naming the round and step (as :func:`ftdfast.train.train_model` does), instead of returning an arbitrary winner.
 
 **Batched.** Candidates that share a skeleton can run as one network (:mod:`ftdfast.nas.batched`):
 ``batched=True`` always, ``"auto"`` (the default) on CUDA and, on CPU, for small activations (where it is
@@ -45,10 +57,11 @@ from ..progress import progress_bar
 from .batched import BatchedCandidates
 from .genotype import Genotype, as_genotype
 from .network import Network
+from .seeds import derive_seed
 
 Data = Tuple[torch.Tensor, torch.Tensor]
 CHECKPOINT_FORMAT = "ftdfast.nas.fuse"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 # ---------------------------------------------------------------------- data helpers
@@ -102,15 +115,15 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 class FuseMixture(nn.Module):
     """``forward(x) = sum_c softmax(alpha)_c * candidate_c(x)``: ``(n, ...) -> (n, num_classes)`` logits.
 
-    ``candidates``: modules (or a :class:`BatchedCandidates`); ``alpha`` (K,) starts at zeros; ``batched``: the
-    ``fused`` argument of :class:`BatchedCandidates`.
+    ``candidates``: modules (or a :class:`BatchedCandidates`); ``alpha`` (K,) starts at zeros; ``batched``: as
+    in :class:`BatchedCandidates`.
     """
 
     def __init__(self, candidates: Union[Sequence[nn.Module], BatchedCandidates], *,
                  batched: Union[bool, str] = True):
         super().__init__()
         self.candidates = (candidates if isinstance(candidates, BatchedCandidates)
-                           else BatchedCandidates(list(candidates), fused=batched))
+                           else BatchedCandidates(list(candidates), batched=batched))
         self.alpha = nn.Parameter(torch.zeros(len(self.candidates.nets)))
 
     def weights(self) -> torch.Tensor:
@@ -129,15 +142,18 @@ class FuseMixture(nn.Module):
 # ---------------------------------------------------------------------- result
 @dataclass
 class FuseResult:
-    """What :func:`fuse` found. Histories have one entry per round plus the start (entry 0: zeros, ``1/K``)."""
+    """What :func:`fuse` found. ``alpha_history``/``softmax_history`` have one entry per round plus the start
+    (entry 0: zeros, ``1/K``); the other histories one entry per round."""
     best_index: int
     best_genotype: Optional[Genotype]
     genotypes: List[Optional[Genotype]]
     alpha_history: List[List[float]]
     softmax_history: List[List[float]]
     train_loss_history: List[float]             # per round: mean mixture loss of its weight steps
-    val_loss_history: List[float]               # per round: mean mixture loss of its alpha steps
-    val_accuracy_history: List[List[float]]     # per round, per candidate: accuracy on its alpha-step batches
+    val_loss_history: List[float]               # per round: the mixture's validation loss after the alpha phase
+    candidate_val_loss_history: List[List[float]]   # per round, per candidate: its own validation loss
+    val_accuracy_history: List[List[float]]     # per round, per candidate: its own validation accuracy
+    alpha_steps_history: List[int]              # per round: alpha steps taken (<= alpha_steps)
     rounds_run: int
     stop_reason: str                            # "threshold" | "converged" | "rounds"
     seconds: float
@@ -158,32 +174,74 @@ class FuseResult:
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready summary (no modules)."""
         return {"best_index": self.best_index,
-                "best_genotype": None if self.best_genotype is None else self.best_genotype.to_dict(),
-                "genotypes": [None if g is None else g.to_dict() for g in self.genotypes],
+                "best_genotype": None if self.best_genotype is None else _genotype_dict(self.best_genotype),
+                "genotypes": [None if g is None else _genotype_dict(g) for g in self.genotypes],
                 "alpha_history": self.alpha_history, "softmax_history": self.softmax_history,
                 "train_loss_history": self.train_loss_history, "val_loss_history": self.val_loss_history,
-                "val_accuracy_history": self.val_accuracy_history, "rounds_run": self.rounds_run,
-                "stop_reason": self.stop_reason, "seconds": self.seconds}
+                "candidate_val_loss_history": self.candidate_val_loss_history,
+                "val_accuracy_history": self.val_accuracy_history, "alpha_steps_history": self.alpha_steps_history,
+                "rounds_run": self.rounds_run, "stop_reason": self.stop_reason, "seconds": self.seconds}
+
+
+def _genotype_dict(g: Any) -> Any:
+    return g.to_dict() if hasattr(g, "to_dict") else str(g)
 
 
 # ---------------------------------------------------------------------- checkpoints
-def _load_checkpoint(path: str, identity: Dict[str, Any]) -> Dict[str, Any]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read the FUSE checkpoint {path}: {type(e).__name__}: {e}; "
-                         f"delete it to start afresh") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a FUSE checkpoint written by ftdfast; delete it or pass another path")
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} has checkpoint version {payload['version']}; this ftdfast reads up to "
-                         f"{CHECKPOINT_VERSION}: upgrade ftdfast")
-    theirs = json.loads(payload["identity"])
-    if theirs != identity:
-        keys = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
-        raise ValueError(f"the FUSE checkpoint {path} was written for a different run (differs in: "
-                         f"{', '.join(keys)}); delete it or pass another checkpoint path")
-    return payload
+class _Checkpoint:
+    """The file of one FUSE run: ``identity`` (candidates, skeleton, settings, data fingerprints) must match."""
+
+    def __init__(self, path: Optional[Union[str, os.PathLike]], identity: Dict[str, Any]):
+        self.path = os.fspath(path) if path is not None else None
+        self.identity = json.loads(json.dumps(identity))
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        if self.path is None or not os.path.exists(self.path):
+            return None
+        path = self.path
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"cannot read the FUSE checkpoint {path}: {type(e).__name__}: {e}; "
+                             f"delete it to start afresh") from None
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a FUSE checkpoint written by ftdfast; delete it or pass another path")
+        if payload.get("version", 0) != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} has FUSE checkpoint version {payload.get('version')}; this ftdfast reads "
+                             f"version {CHECKPOINT_VERSION}: delete it to start afresh")
+        theirs = json.loads(payload["identity"])
+        if theirs != self.identity:
+            keys = sorted(k for k in set(theirs) | set(self.identity) if theirs.get(k) != self.identity.get(k))
+            raise ValueError(f"the FUSE checkpoint {path} was written for a different run (differs in: "
+                             f"{', '.join(keys)}); delete it or pass another checkpoint path")
+        return payload
+
+    def restore(self, run: "_Run") -> None:
+        ck = self.load()
+        if ck is None:
+            return
+        for net, sd in zip(run.nets, ck["candidates"]):
+            net.load_state_dict(sd)
+        run.w_opt.load_state_dict(ck["w_opt"])
+        run.a_opt.load_state_dict(ck["a_opt"])
+        with torch.no_grad():
+            run.model.alpha.copy_(ck["alpha"].to(run.model.alpha))
+        run.gen.set_state(ck["generator"])
+        run.hist = ck["history"]
+        run.round, run.seconds_before = ck["round"], ck["seconds"]
+        run.stop_reason = ck["stop_reason"] if ck["stop_reason"] in ("threshold", "converged") else None
+
+    def save(self, run: "_Run", rounds: int, seconds: float) -> None:
+        if self.path is None:
+            return
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                           "identity": json.dumps(self.identity), "round": run.round,
+                           "stop_reason": run.stop_reason or ("rounds" if run.round >= rounds else None),
+                           "seconds": seconds, "alpha": run.model.alpha.detach().cpu().clone(),
+                           "w_opt": run.w_opt.state_dict(), "a_opt": run.a_opt.state_dict(),
+                           "candidates": [{k: v.detach().cpu() for k, v in net.state_dict().items()}
+                                          for net in run.nets],
+                           "generator": run.gen.get_state(), "history": run.hist}, self.path)
 
 
 def _describe(cand: Any) -> Any:
@@ -191,69 +249,186 @@ def _describe(cand: Any) -> Any:
         return {"genotype": cand.to_dict()}
     d = {"module": type(cand).__name__,
          "state": [[k, list(v.shape)] for k, v in cand.state_dict().items()]}
-    if isinstance(cand, Network):
-        d["genotype"] = cand.genotype.to_dict()
+    g = getattr(cand, "genotype", None)
+    if g is not None:
+        d["genotype"] = _genotype_dict(g)
     return d
 
 
-# ---------------------------------------------------------------------- FUSE
+# ---------------------------------------------------------------------- one FUSE run
+@dataclass
+class _Run:
+    """The mutable state of one FUSE run (what a checkpoint stores)."""
+    model: FuseMixture
+    nets: List[nn.Module]
+    w_opt: torch.optim.Optimizer
+    a_opt: torch.optim.Optimizer
+    gen: torch.Generator
+    hist: Dict[str, list]
+    device: torch.device
+    dtype: torch.dtype
+    round: int = 0
+    stop_reason: Optional[str] = None
+    seconds_before: float = 0.0
+
+
+def _weight_phase(run: _Run, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, rounds: int,
+                  w_lr: float, bar) -> float:
+    """``steps`` optimizer steps on the candidates' weights (alpha frozen); the mean mixture loss."""
+    model = run.model
+    model.train()
+    p = model.weights().detach()
+    total = 0.0
+    for step in range(steps):
+        idx = torch.randperm(len(y), generator=run.gen)[:batch_size]
+        xb, yb = x[idx].to(device=run.device, dtype=run.dtype), y[idx].to(run.device)
+        loss = F.cross_entropy(FuseMixture.mix(model.candidates(xb), p), yb)
+        v = float(loss.detach())
+        if not math.isfinite(v):
+            raise RuntimeError(f"FUSE: non-finite training loss {v} at round {run.round + 1}/{rounds}, weight step "
+                               f"{step + 1}/{steps}: lower w_lr (now {w_lr}) or check train_data for NaN/inf "
+                               "values")
+        run.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.w_opt.step()
+        total += v
+        bar.update(1)
+    return total / steps if steps else math.nan
+
+
+def _validation_logits(run: _Run, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Every candidate's logits on ``x``, eval mode, no graph: ``(n, K, k)``."""
+    run.model.eval()
+    with torch.no_grad():
+        return torch.cat([run.model.candidates(x[i:i + batch_size].to(device=run.device, dtype=run.dtype))
+                          for i in range(0, len(x), batch_size)])
+
+
+def _alpha_phase(run: _Run, x: torch.Tensor, y: torch.Tensor, steps: int, alpha_tol: float, rounds: int,
+                 batch_size: int) -> Tuple[float, List[float], List[float], int]:
+    """Fit alpha to the candidates' fixed validation logits, full batch, until it stops moving.
+
+    Returns the mixture's validation loss, each candidate's own validation loss and accuracy, and the number
+    of alpha steps taken."""
+    logits = _validation_logits(run, x, batch_size)
+    yd = y.to(run.device)
+    bad = [k for k in range(logits.shape[1]) if not bool(torch.isfinite(logits[:, k]).all())]
+    if bad:
+        raise RuntimeError(f"FUSE: candidate(s) {bad} give non-finite validation logits at round "
+                           f"{run.round + 1}/{rounds} (alpha phase, before alpha step 1): check val_data for "
+                           "NaN/inf values, or lower w_lr if the weights diverged")
+    alpha = run.model.alpha
+    taken = 0
+    for step in range(steps):
+        before = alpha.detach().clone()
+        loss = F.cross_entropy(FuseMixture.mix(logits, torch.softmax(alpha, 0)), yd)
+        if not math.isfinite(float(loss.detach())):
+            raise RuntimeError(f"FUSE: non-finite validation loss at round {run.round + 1}/{rounds}, alpha step "
+                               f"{step + 1}/{steps}: lower alpha_lr")
+        run.a_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.a_opt.step()
+        taken += 1
+        if float((alpha.detach() - before).abs().max()) < alpha_tol:
+            break
+    with torch.no_grad():
+        mixed = float(F.cross_entropy(FuseMixture.mix(logits, torch.softmax(alpha, 0)), yd))
+        own = F.cross_entropy(logits.transpose(1, 2), yd[:, None].expand(-1, logits.shape[1]),
+                              reduction="none").mean(0)
+        acc = (logits.argmax(2) == yd[:, None]).double().mean(0)
+    return mixed, [float(v) for v in own.cpu()], [float(v) for v in acc.cpu()], taken
+
+
+def _round(run: _Run, train: Data, val: Data, *, rounds: int, w_steps: int, alpha_steps: int, alpha_tol: float,
+           batch_size: int, val_batch_size: int, w_lr: float, threshold: float, tol: float, bar) -> None:
+    """One round: the weight phase, the alpha phase, the histories and the stopping rules."""
+    train_loss = _weight_phase(run, *train, w_steps, batch_size, rounds, w_lr, bar)
+    a_before = run.model.alpha.detach().clone()
+    val_loss, own_loss, own_acc, taken = _alpha_phase(run, *val, alpha_steps, alpha_tol, rounds, val_batch_size)
+    bar.update(1)
+    run.round += 1
+    alpha = run.model.alpha.detach()
+    h = run.hist
+    h["alpha"].append([float(a) for a in alpha.cpu()])
+    h["softmax"].append([float(a) for a in torch.softmax(alpha.double(), 0).cpu()])
+    h["train_loss"].append(train_loss)
+    h["val_loss"].append(val_loss)
+    h["candidate_val_loss"].append(own_loss)
+    h["val_accuracy"].append(own_acc)
+    h["alpha_steps"].append(taken)
+    if max(h["softmax"][-1]) >= threshold:
+        run.stop_reason = "threshold"
+    elif float((alpha - a_before).abs().max()) < tol:
+        run.stop_reason = "converged"
+
+
 def _build(cand: Any, k: int, seed: int, skeleton: Dict[str, int]) -> Tuple[nn.Module, Optional[Genotype]]:
     if isinstance(cand, nn.Module):
-        return cand, getattr(cand, "genotype", None) if isinstance(cand, Network) else None
+        return cand, getattr(cand, "genotype", None)
     try:
         g = as_genotype(cand)
     except TypeError:
         raise TypeError(f"candidate {k} is a {type(cand).__name__}; candidates are Genotypes "
                         f"(or their dict/JSON forms) or nn.Modules") from None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed((seed * 1_000_003 + k) % (2 ** 63))
+        torch.manual_seed(derive_seed(seed, "candidate", k))
         return Network(g, **skeleton), g
+
+
+def _check_settings(candidates, rounds, w_steps, alpha_steps, batch_size, val_batch_size, threshold, tol,
+                    alpha_tol, w_lr, alpha_lr, optimizer) -> None:
+    if isinstance(candidates, (nn.Module, Genotype, str, dict)) or not isinstance(candidates, Sequence):
+        raise ValueError("candidates must be a list of Genotypes and/or nn.Modules")
+    if len(candidates) == 0:
+        raise ValueError("fuse needs at least one candidate, got an empty list")
+    for name, v, lo in (("rounds", rounds, 1), ("w_steps", w_steps, 0), ("alpha_steps", alpha_steps, 1),
+                        ("batch_size", batch_size, 1), ("val_batch_size", val_batch_size, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    for name, v in (("tol", tol), ("alpha_tol", alpha_tol), ("w_lr", w_lr), ("alpha_lr", alpha_lr)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 
 def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, *, channels: int = 16, layers: int = 3,
          num_classes: Optional[int] = None, in_channels: Optional[int] = None, rounds: int = 10,
-         w_steps: int = 50, alpha_steps: int = 10, w_lr: float = 1e-3, alpha_lr: float = 0.05,
-         threshold: float = 0.9, tol: float = 1e-4, batch_size: int = 64, seed: int = 0,
-         device: Optional[Union[str, torch.device]] = None, dtype: torch.dtype = torch.float32,
-         optimizer: str = "adam", momentum: float = 0.9, progress: bool = True, batched: Union[bool, str] = "auto",
-         checkpoint: Optional[Union[str, os.PathLike]] = None) -> FuseResult:
+         w_steps: int = 50, alpha_steps: int = 200, w_lr: float = 1e-3, alpha_lr: float = 0.1,
+         threshold: float = 0.9, tol: float = 1e-3, alpha_tol: float = 1e-3, batch_size: int = 64,
+         val_batch_size: int = 512, seed: int = 0, device: Optional[Union[str, torch.device]] = None,
+         dtype: torch.dtype = torch.float32, optimizer: str = "adam", momentum: float = 0.9, progress: bool = True,
+         batched: Union[bool, str] = "auto", checkpoint: Optional[Union[str, os.PathLike]] = None) -> FuseResult:
     """Train the softmax mixture of ``candidates`` and return the winner; see the module docstring.
 
     Args:
         candidates: Genotypes (built as ``Network(g, channels, layers, num_classes, in_channels)``, each
             initialized from ``seed`` and its index) and/or ``nn.Module`` s mapping ``(n, c, h, w)`` to
-            ``(n, num_classes)`` logits, used as they are: trained in place (pass a trained incumbent to keep
-            its weights) and moved to ``device``.
+            ``(n, num_classes)`` logits, used as they are: trained in place and moved to ``device``.
         train_data, val_data: ``(x (n, c, h, w) float, y (n,) int)`` pairs; ``val_data`` from the training
             data (:func:`split_train_val`), not the test set.
         num_classes, in_channels: default to ``max label + 1`` and the images' channels; given, they are checked.
-        rounds, w_steps, alpha_steps: rounds of ``w_steps`` weight batches then ``alpha_steps`` alpha batches.
+        rounds, w_steps: rounds of ``w_steps`` weight batches, each followed by the alpha phase.
+        alpha_steps, alpha_lr, alpha_tol: at most ``alpha_steps`` full-batch Adam steps on alpha per round, at
+            ``alpha_lr``, ending early once no entry moves by ``alpha_tol`` in a step.
         w_lr, optimizer, momentum: the weights' optimizer: ``"adam"``, or ``"sgd"`` with ``momentum``.
-        alpha_lr: Adam's learning rate for alpha.
         threshold, tol: the stopping rules (largest softmax weight; largest alpha change over a round).
-        batch_size, seed: batches are drawn without replacement from a generator seeded with ``seed``.
+        batch_size, seed: training batches are drawn from a generator seeded with ``seed``;
+            ``val_batch_size``: the chunk size of the validation forward passes (memory only).
         device, dtype: where and in which dtype genotype-built candidates run (device defaults to the first
             module candidate's, else CPU).
         batched: run candidates that share a skeleton as one network (:mod:`ftdfast.nas.batched`): ``True``,
-            ``False`` or ``"auto"`` (fused on CUDA, and on CPU while activations are small).
+            ``False`` or ``"auto"`` (batched on CUDA, and on CPU while activations are small).
         checkpoint: a file to save to after every round and resume from.
 
     Returns:
         a :class:`FuseResult`. Deterministic for a given seed on CPU.
     """
     t0 = time.perf_counter()
-    if isinstance(candidates, (nn.Module, Genotype, str, dict)) or not isinstance(candidates, Sequence):
-        raise ValueError("candidates must be a list of Genotypes and/or nn.Modules")
-    if len(candidates) == 0:
-        raise ValueError("fuse needs at least one candidate, got an empty list")
-    for name, v, lo in (("rounds", rounds, 1), ("w_steps", w_steps, 0), ("alpha_steps", alpha_steps, 1),
-                        ("batch_size", batch_size, 1)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    _check_settings(candidates, rounds, w_steps, alpha_steps, batch_size, val_batch_size, threshold, tol,
+                    alpha_tol, w_lr, alpha_lr, optimizer)
     x_tr, y_tr = _check_data(train_data, "train_data")
     x_va, y_va = _check_data(val_data, "val_data")
     if x_va.shape[1:] != x_tr.shape[1:]:
@@ -287,109 +462,42 @@ def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, *, channel
     work_dtype = next((p.dtype for p in nets[0].parameters() if p.is_floating_point()), dtype)
     _probe(nets, x_tr[:2].to(device=device, dtype=work_dtype), num_classes)
 
-    model = FuseMixture(BatchedCandidates(nets, fused=batched)).to(device)
+    model = FuseMixture(BatchedCandidates(nets, batched=batched)).to(device)
     with torch.no_grad():
         model.alpha.data = model.alpha.data.to(work_dtype)
     w_params = list(model.candidates.parameters())
     w_opt = (torch.optim.Adam(w_params, lr=w_lr) if optimizer == "adam"
              else torch.optim.SGD(w_params, lr=w_lr, momentum=momentum))
-    a_opt = torch.optim.Adam([model.alpha], lr=alpha_lr)
-    gen = torch.Generator().manual_seed(seed)
-
     K = len(nets)
-    hist: Dict[str, list] = {"alpha": [[0.0] * K], "softmax": [[1.0 / K] * K], "train_loss": [], "val_loss": [],
-                             "val_accuracy": []}
-    start, stop_reason, seconds_before = 0, None, 0.0
-    path = os.fspath(checkpoint) if checkpoint is not None else None
-    identity = None
-    if path is not None:
-        identity = {"candidates": [_describe(c) for c in candidates], "skeleton": skeleton,
-                    "settings": dict(w_steps=w_steps, alpha_steps=alpha_steps, w_lr=w_lr, alpha_lr=alpha_lr,
-                                     batch_size=batch_size, seed=seed, optimizer=optimizer, momentum=momentum,
-                                     dtype=str(work_dtype)),
-                    "train_data": _fingerprint(x_tr, y_tr), "val_data": _fingerprint(x_va, y_va)}
-        identity = json.loads(json.dumps(identity))
-        if os.path.exists(path):
-            ck = _load_checkpoint(path, identity)
-            for net, sd in zip(nets, ck["candidates"]):
-                net.load_state_dict(sd)
-            w_opt.load_state_dict(ck["w_opt"])
-            a_opt.load_state_dict(ck["a_opt"])
-            with torch.no_grad():
-                model.alpha.copy_(ck["alpha"].to(model.alpha))
-            gen.set_state(ck["generator"])
-            hist = ck["history"]
-            start, seconds_before = ck["round"], ck["seconds"]
-            stop_reason = ck["stop_reason"] if ck["stop_reason"] in ("threshold", "converged") else None
+    run = _Run(model, nets, w_opt, torch.optim.Adam([model.alpha], lr=alpha_lr),
+               torch.Generator().manual_seed(seed),
+               {"alpha": [[0.0] * K], "softmax": [[1.0 / K] * K], "train_loss": [], "val_loss": [],
+                "candidate_val_loss": [], "val_accuracy": [], "alpha_steps": []}, device, work_dtype)
+    ckpt = _Checkpoint(checkpoint, {
+        "candidates": [_describe(c) for c in candidates], "skeleton": skeleton,
+        "settings": dict(w_steps=w_steps, alpha_steps=alpha_steps, w_lr=w_lr, alpha_lr=alpha_lr,
+                         alpha_tol=alpha_tol, batch_size=batch_size, seed=seed, optimizer=optimizer,
+                         momentum=momentum, dtype=str(work_dtype)),
+        "train_data": _fingerprint(x_tr, y_tr), "val_data": _fingerprint(x_va, y_va)})
+    ckpt.restore(run)
 
-    def to_dev(x, y, idx):
-        return x[idx].to(device=device, dtype=work_dtype), y[idx].to(device)
-
-    def draw(n):
-        return torch.randperm(n, generator=gen)[:batch_size]
-
-    r = start
-    todo = 0 if stop_reason else max(0, rounds - start)
-    with progress_bar(total=todo * (w_steps + alpha_steps), enabled=progress, desc="FUSE", unit="step") as bar:
-        while stop_reason is None and r < rounds:
-            # (1) weights, alpha frozen
-            model.train()
-            p = model.weights().detach()
-            losses = []
-            for _ in range(w_steps):
-                xb, yb = to_dev(x_tr, y_tr, draw(len(y_tr)))
-                loss = F.cross_entropy(FuseMixture.mix(model.candidates(xb), p), yb)
-                w_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                w_opt.step()
-                losses.append(float(loss.detach()))
-                bar.update(1)
-            # (2) alpha, weights frozen: eval mode, logits without graph
-            model.eval()
-            a_before = model.alpha.detach().clone()
-            vlosses, correct, seen = [], torch.zeros(K), 0
-            for _ in range(alpha_steps):
-                xb, yb = to_dev(x_va, y_va, draw(len(y_va)))
-                with torch.no_grad():
-                    logits = model.candidates(xb)
-                loss = F.cross_entropy(FuseMixture.mix(logits, model.weights()), yb)
-                a_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                a_opt.step()
-                vlosses.append(float(loss.detach()))
-                correct += (logits.argmax(2) == yb[:, None]).sum(0).cpu().double()
-                seen += len(yb)
-                bar.update(1)
-            r += 1
-            alpha = model.alpha.detach()
-            hist["alpha"].append([float(a) for a in alpha.cpu()])
-            hist["softmax"].append([float(a) for a in torch.softmax(alpha.double(), 0).cpu()])
-            hist["train_loss"].append(sum(losses) / len(losses) if losses else math.nan)
-            hist["val_loss"].append(sum(vlosses) / len(vlosses))
-            hist["val_accuracy"].append([float(c) / seen for c in correct])
-            if max(hist["softmax"][-1]) >= threshold:
-                stop_reason = "threshold"
-            elif float((alpha - a_before).abs().max()) < tol:
-                stop_reason = "converged"
-            if path is not None:
-                atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                              "identity": json.dumps(identity), "round": r,
-                              "stop_reason": stop_reason or ("rounds" if r >= rounds else None),
-                              "seconds": seconds_before + time.perf_counter() - t0,
-                              "alpha": alpha.cpu().clone(), "w_opt": w_opt.state_dict(),
-                              "a_opt": a_opt.state_dict(),
-                              "candidates": [{k: v.detach().cpu() for k, v in net.state_dict().items()}
-                                             for net in nets],
-                              "generator": gen.get_state(), "history": hist}, path)
+    todo = 0 if run.stop_reason else max(0, rounds - run.round)
+    with progress_bar(total=todo * (w_steps + 1), enabled=progress, desc="FUSE", unit="step") as bar:
+        while run.stop_reason is None and run.round < rounds:
+            _round(run, (x_tr, y_tr), (x_va, y_va), rounds=rounds, w_steps=w_steps, alpha_steps=alpha_steps,
+                   alpha_tol=alpha_tol, batch_size=batch_size, val_batch_size=val_batch_size, w_lr=w_lr,
+                   threshold=threshold, tol=tol, bar=bar)
+            ckpt.save(run, rounds, run.seconds_before + time.perf_counter() - t0)
     model.eval()
-    final = hist["alpha"][-1]
+    h = run.hist
+    final = h["alpha"][-1]
     best = max(range(K), key=lambda k: final[k])
     return FuseResult(best_index=best, best_genotype=genotypes[best], genotypes=genotypes,
-                      alpha_history=hist["alpha"], softmax_history=hist["softmax"],
-                      train_loss_history=hist["train_loss"], val_loss_history=hist["val_loss"],
-                      val_accuracy_history=hist["val_accuracy"], rounds_run=r,
-                      stop_reason=stop_reason or "rounds", seconds=seconds_before + time.perf_counter() - t0,
-                      candidates=nets)
+                      alpha_history=h["alpha"], softmax_history=h["softmax"], train_loss_history=h["train_loss"],
+                      val_loss_history=h["val_loss"], candidate_val_loss_history=h["candidate_val_loss"],
+                      val_accuracy_history=h["val_accuracy"], alpha_steps_history=h["alpha_steps"],
+                      rounds_run=run.round, stop_reason=run.stop_reason or "rounds",
+                      seconds=run.seconds_before + time.perf_counter() - t0, candidates=nets)
 
 
 def _probe(nets: Sequence[nn.Module], x: torch.Tensor, num_classes: int) -> None:

@@ -3,7 +3,7 @@
 **Cell** (``Cell(genotype, C_pp, C_p, C, reduction, reduction_prev)``): inputs ``s0`` (the output of the
 cell two back, ``C_pp`` channels) and ``s1`` (the previous cell's, ``C_p`` channels) are first brought to
 ``C`` channels: ``s1`` by a 1x1 ReLU-conv-BN, ``s0`` by a 1x1 ReLU-conv-BN, or by a
-:class:`~ftdfast.nas.ops.FactorizedReduce` when the previous cell was a reduction cell (``s0`` is then
+:class:`~ftdfast.nas.operations.FactorizedReduce` when the previous cell was a reduction cell (``s0`` is then
 twice as large as ``s1``). Node ``i`` is ``op_a(state[in_a]) + op_b(state[in_b])`` with
 ``state = [s0, s1, node_0, node_1, ...]``. The cell's output concatenates all intermediate nodes along the
 channels: ``num_nodes * C`` channels. In a reduction cell the edges that read ``s0`` or ``s1`` run at stride 2
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from .genotype import Genotype, as_genotype
-from .ops import FactorizedReduce, make_op, relu_conv_bn
+from .operations import FactorizedReduce, make_op, relu_conv_bn
 
 
 class Cell(nn.Module):

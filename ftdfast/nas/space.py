@@ -132,9 +132,34 @@ class SearchSpace:
         return out
 
     def restrict_to(self, genotype) -> "SearchSpace":
-        """The task-aware restricted space: ``genotype``'s node count and wiring, only the operations it uses."""
+        """The task-aware restricted space: ``genotype``'s node count and wiring, only the operations it uses
+        that this space allows; always a subspace of this one.
+
+        Raises ValueError if the genotype shares no operation with this space, or its node count or wiring is
+        not allowed here (the result would lie outside this space).
+        """
         g = as_genotype(genotype)
-        return SearchSpace(node_counts=(g.num_nodes,), ops=g.op_set, topology=g.topology)
+        ops = tuple(op for op in g.op_set if op in self.ops)
+        if not ops:
+            raise ValueError(f"cannot restrict the space to {g}: it uses {', '.join(g.op_set)}, none of which this "
+                             f"space allows ({', '.join(self.ops)}); the restriction would lie outside the space")
+        if g.num_nodes not in self.node_counts:
+            raise ValueError(f"cannot restrict the space to {g}: it has {g.num_nodes} nodes but this space allows "
+                             f"{self.node_counts}")
+        if self.topology is not None and g.topology != self.topology:
+            raise ValueError(f"cannot restrict the space to {g}: its wiring {g.topology} differs from this "
+                             f"space's fixed topology {self.topology}")
+        return SearchSpace(node_counts=(g.num_nodes,), ops=ops, topology=g.topology)
+
+    def network(self, genotype, *, channels: int = 16, layers: int = 3, num_classes: int = 10,
+                in_channels: int = 3) -> "Network":
+        """The skeleton network (:class:`~ftdfast.nas.network.Network`) around ``genotype``, which must lie in
+        the space."""
+        from .network import Network
+        g = as_genotype(genotype)
+        if not self.contains(g):
+            raise ValueError(f"{g} is not in this search space")
+        return Network(g, channels, layers, num_classes, in_channels)
 
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> Dict[str, Any]:

@@ -28,8 +28,8 @@ def _pair(genotypes, *, channels=3, layers=3, in_channels=2, num_classes=4, seed
                     m.running_var.uniform_(0.5, 2.0)
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.uniform_(-0.2, 0.2)
-    fused = BatchedCandidates(nets, fused=True)
-    seq = BatchedCandidates(copy.deepcopy(nets), fused=False)
+    fused = BatchedCandidates(nets, batched=True)
+    seq = BatchedCandidates(copy.deepcopy(nets), batched=False)
     return fused, seq
 
 
@@ -122,14 +122,14 @@ def test_empty_candidate_list():
 def test_auto_fuses_small_inputs_only_on_cpu():
     gens = SearchSpace(node_counts=(3,)).sample_many(3, 0)
     nets = [Network(g, 2, 1, 3, 1) for g in gens]
-    b = BatchedCandidates(nets, fused="auto", auto_max_bytes=4 * 6 * 8 * 8 * 4)     # 4 samples, 6 stem channels
+    b = BatchedCandidates(nets, batched="auto", auto_max_bytes=4 * 6 * 8 * 8 * 4)     # 4 samples, 6 stem channels
     small, large = torch.randn(4, 1, 8, 8), torch.randn(5, 1, 8, 8)
     assert b.fuses(small) == [[0, 1, 2]] and b.fuses(large) == []
-    assert BatchedCandidates(nets, fused=True).fuses(large) == [[0, 1, 2]]
-    assert BatchedCandidates(nets, fused=False).fuses(small) == []
+    assert BatchedCandidates(nets, batched=True).fuses(large) == [[0, 1, 2]]
+    assert BatchedCandidates(nets, batched=False).fuses(small) == []
     b.eval()
     with torch.no_grad():
         assert torch.allclose(b(small), torch.stack([n(small) for n in nets], 1), atol=1e-6)
         assert torch.equal(b(large), torch.stack([n(large) for n in nets], 1))
-    with pytest.raises(ValueError, match="fused must be True, False or 'auto'"):
-        BatchedCandidates(nets, fused="yes")
+    with pytest.raises(ValueError, match="batched must be True, False or 'auto'"):
+        BatchedCandidates(nets, batched="yes")

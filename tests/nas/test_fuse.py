@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ftdfast.nas import FuseMixture, Genotype, Network, SearchSpace, fuse, split_train_val, uniform_genotype
 
@@ -179,3 +180,66 @@ def test_split_train_val(digits):
     assert not torch.equal(split_train_val(x, y, fraction=0.2, seed=5)[1][1], yv)
     with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\)"):
         split_train_val(x, y, fraction=1.0)
+
+
+# ---------------------------------------------------------------------- non-finite values (issue 12, item 6)
+def test_nan_training_data_raises_naming_round_and_step(small):
+    (x, y), val = small
+    x = x.clone()
+    x[7] = float("nan")
+    with pytest.raises(RuntimeError, match=r"non-finite training loss nan at round 1/2, weight step \d+/40"):
+        fuse([GOOD, ZERO], (x, y), val, rounds=2, w_steps=40, alpha_steps=5, **FAST)
+
+
+def test_nan_validation_data_raises_naming_round(small):
+    train, (xv, yv) = small
+    xv = xv.clone()
+    xv[3, 0, 2, 2] = float("inf")
+    with pytest.raises(RuntimeError, match=r"candidate\(s\) \[0[^\]]*\] give non-finite validation logits at round "
+                                           r"1/2 \(alpha phase"):
+        fuse([GOOD, ZERO], train, (xv, yv), rounds=2, w_steps=2, alpha_steps=5, **FAST)
+
+
+# ---------------------------------------------------------------------- the alpha phase converges
+def test_alpha_fits_the_fixed_logits_to_convergence(small):
+    """With the weights frozen (w_steps=0) the alpha phase minimizes the mixture's validation loss over alpha;
+    compare with an independent float64 LBFGS fit of the same objective."""
+    train, val = small
+    nets = _nets(3)
+    res = fuse(nets, train, val, rounds=1, w_steps=0, alpha_steps=3000, alpha_lr=0.05, alpha_tol=1e-7,
+               threshold=1.0, **FAST)
+    with torch.no_grad():
+        logits = torch.stack([n.eval().double()(val[0].double()) for n in nets], 1)
+    a = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(FuseMixture.mix(logits, torch.softmax(a, 0)), val[1])
+        loss.backward()
+        return loss
+    opt.step(closure)
+    want = float(closure().detach())
+    assert res.val_loss_history[-1] == pytest.approx(want, abs=1e-4)        # float32 logits vs float64
+    assert res.alpha_steps_history[0] < 3000                                 # stopped on alpha_tol
+    own = [float(F.cross_entropy(logits[:, k], val[1])) for k in range(3)]
+    assert res.candidate_val_loss_history[0] == pytest.approx(own, abs=1e-4)
+
+
+def test_result_keeps_every_candidates_validation_loss(small):
+    train, val = small
+    res = fuse([GOOD, ZERO, GOOD], train, val, rounds=2, w_steps=2, alpha_steps=5, threshold=1.0, tol=0.0, **FAST)
+    assert len(res.candidate_val_loss_history) == len(res.val_accuracy_history) == 2
+    assert all(len(v) == 3 for v in res.candidate_val_loss_history)
+    d = res.to_dict()
+    assert d["candidate_val_loss_history"] == res.candidate_val_loss_history
+    assert d["alpha_steps_history"] == res.alpha_steps_history and all(1 <= s <= 5 for s in d["alpha_steps_history"])
+
+
+@pytest.mark.parametrize("kw,match", [({"alpha_tol": -1.0}, "alpha_tol must be"), ({"w_lr": float("nan")}, "w_lr"),
+                                      ({"val_batch_size": 0}, "val_batch_size must be an int >= 1")])
+def test_bad_settings(small, kw, match):
+    train, val = small
+    with pytest.raises(ValueError, match=match):
+        fuse([GOOD], train, val, **{**FAST, **kw})

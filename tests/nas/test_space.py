@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from ftdfast.nas import ALL_OPS, Genotype, SearchSpace
+from ftdfast.nas import ALL_OPS, Genotype, SearchSpace, uniform_genotype
 
 BASE = Genotype(4, ((("conv_3x3", 1), ("identity", 0)),
                     (("conv_3x3", 2), ("max_pool_3x3", 0)),
@@ -103,3 +103,32 @@ def test_malformed_space_json_and_oversized_requests():
 def test_all_ops_default():
     assert SearchSpace().ops == ALL_OPS
     assert SearchSpace(ops=tuple(reversed(ALL_OPS))).ops == ALL_OPS
+
+
+# ---------------------------------------------------------------------- restriction stays inside (issue 12)
+def test_restriction_with_no_operation_in_common_raises():
+    parent = SearchSpace(ops=("conv_3x3", "max_pool_3x3"))
+    with pytest.raises(ValueError, match="none of which this space allows"):
+        parent.restrict_to(uniform_genotype("identity", 3))
+
+
+def test_restriction_keeps_only_the_parents_operations():
+    parent = SearchSpace(ops=("conv_3x3", "max_pool_3x3"))
+    g = Genotype(3, ((("conv_3x3", 0), ("identity", 1)), (("identity", 1), ("conv_3x3", 2)),
+                     (("zero", 0), ("conv_3x3", 3))))
+    r = parent.restrict_to(g)
+    assert r.ops == ("conv_3x3",) and all(parent.contains(h) for h in r.genotypes())
+
+
+def test_restriction_to_a_cell_of_another_wiring_or_size_raises():
+    fixed = SearchSpace().restrict_to(BASE)
+    with pytest.raises(ValueError, match="differs from this space's fixed topology"):
+        fixed.restrict_to(uniform_genotype("conv_3x3", 4))
+    with pytest.raises(ValueError, match=r"has 4 nodes but this space allows \(3,\)"):
+        SearchSpace(node_counts=(3,)).restrict_to(BASE)
+
+
+def test_network_of_a_genotype_outside_the_space_raises():
+    with pytest.raises(ValueError, match="is not in this search space"):
+        SearchSpace(ops=("conv_3x3",)).network(uniform_genotype("identity", 3), channels=2, layers=1,
+                                               num_classes=2, in_channels=1)

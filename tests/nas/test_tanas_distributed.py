@@ -4,11 +4,12 @@ import os
 import torch
 
 import ftdfast
-from ftdfast.nas import tanas as T
+from ftdfast.nas import Budget
+from ftdfast.nas import dictionary as T
 from ftdfast.tasks import Task
 from tests.test_distributed import _free_port, _init, _spawn
 
-TINY = T.Budget(iterations=1, candidates=2, rounds=1, w_steps=2, alpha_steps=1, batch_size=32, channels=4, layers=3)
+TINY = Budget(iterations=1, candidates=2, rounds=1, w_steps=2, alpha_steps=20, batch_size=32, channels=4, layers=3)
 
 
 def _baselines():

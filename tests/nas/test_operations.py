@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from ftdfast.nas import ALL_OPS, OPS, make_op
-from ftdfast.nas.ops import FactorizedReduce
+from ftdfast.nas.operations import FactorizedReduce
 
 CONV_OPS = {  # name -> (kernel area summed over its convolutions, dilation)
     "conv_3x3": (9, 1), "conv_5x5": (25, 1), "conv_7x7": (49, 1),

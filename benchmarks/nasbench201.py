@@ -1,0 +1,218 @@
+"""Searches in the NAS-Bench-201 space, scored by the benchmark's recorded accuracies (no training of the pick).
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.nasbench201 simulate --seeds 200 --json benchmarks/nasbench201_sim.json
+    .venv/bin/python -m benchmarks.nasbench201 search --seeds 10 --json benchmarks/nasbench201_search.json
+
+``--table`` (default ``../shared/datasets/nasbench201-accuracies.csv``) is the table; ftdfast itself takes it as
+an argument (:func:`ftdfast.nas.load_nasbench201`).
+
+**simulate** (table only, seconds): TA-NAS for CIFAR-100 with a dictionary whose cells are the table's best
+cells of CIFAR-10 and ImageNet16-120 (by their validation columns). Both use the operations {skip_connect,
+nor_conv_1x1, nor_conv_3x3}, so whichever baseline the task distance picks, the restricted space is the cells on
+those operations (3^6 = 729 of 15,625). Per seed, each search samples ``--candidates`` distinct cells of its
+space and keeps the one with the best ``cifar100_val`` (an ideal selector: what FUSE would pick if it ranked
+perfectly), scored by ``cifar100_test``. Spaces compared: the general space; the optimized dictionary's
+restriction; a *weakly searched* dictionary (its cell is the best of ``--weak`` random cells on CIFAR-10
+validation, drawn per seed), restricted to that cell's operations; a random cell's operations. Also each
+space with no selection at all (a random member: the space's mean).
+
+**search** (CPU training, minutes): on the real CIFAR-10 subset (``../shared/datasets/cifar10-small.npz``,
+``--train`` images, average-pooled to ``--size`` pixels), at a small budget: FUSE in the general space
+(:func:`ftdfast.nas.fuse_search`), random search in the general space (:func:`ftdfast.nas.random_search`), and
+the restricted search (FUSE in the space of ImageNet16-120's best cell, i.e. TA-NAS with that dictionary entry
+as the closest baseline; the distance step is not run here). Each pick is scored by the table's
+``cifar10_test`` column, with its percentile among the 15,625 cells. Seeds: each method's search seed is
+``derive_seed(seed, method)``.
+
+Intervals: mean ± std over seeds and a t 95% interval of the mean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from .fuse_quality import mean_interval
+from ftdfast.atomic import atomic_write_text
+from ftdfast.nas import Budget, NB201Space, derive_seed, fuse_search, load_nasbench201, random_search
+from ftdfast.nas.search import SplitData
+
+def shared_file(name: str) -> str:
+    """``../shared/datasets/NAME`` beside the repository, else ``/work/shared/datasets/NAME`` (the project's
+    machines), else the first of those paths (so the error names it)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    places = [os.path.normpath(os.path.join(root, "..", "shared", "datasets", name)),
+              os.path.join("/work", "shared", "datasets", name)]
+    return next((q for q in places if os.path.exists(q)), places[0])
+
+
+DEFAULT_TABLE = shared_file("nasbench201-accuracies.csv")
+DEFAULT_CIFAR = shared_file("cifar10-small.npz")
+
+
+def stats(v: List[float]) -> Dict[str, Any]:
+    m, half = mean_interval(v)
+    return {"mean": m, "std": statistics.stdev(v) if len(v) > 1 else None, "ci95": half, "n": len(v)}
+
+
+def fmt(s: Dict[str, Any]) -> str:
+    std = "n/a" if s["std"] is None else f"{s['std']:.2f}"
+    ci = "n/a" if s["ci95"] is None else f"{s['mean'] - s['ci95']:.2f}-{s['mean'] + s['ci95']:.2f}"
+    return f"{s['mean']:.2f} ± {std} (95% CI of the mean {ci})"
+
+
+# ------------------------------------------------------------------------------------------ table only
+def simulate(args) -> Dict[str, Any]:
+    table = load_nasbench201(args.table)
+    general = NB201Space()
+    dictionary = {"cifar10": table.best("cifar10_val"), "imagenet16": table.best("imagenet16_val")}
+    op_sets = {name: g.op_set for name, g in dictionary.items()}
+    restricted = general.restrict_to(dictionary["cifar10"])
+    assert all(general.restrict_to(g) == restricted for g in dictionary.values()), op_sets
+    val, test = "cifar100_val", "cifar100_test"
+
+    def search(space: NB201Space, seed: int, select: bool) -> float:
+        cands = space.sample_many(min(args.candidates, space.size()), seed=seed)
+        pick = max(cands, key=lambda g: table.accuracy(g, val)) if select else cands[0]
+        return table.accuracy(pick, test)
+
+    results: Dict[str, List[float]] = {}
+    sizes: Dict[str, List[int]] = {}
+    for s in range(args.seeds):
+        weak_pool = general.sample_many(args.weak, seed=derive_seed(s, "weak"))
+        weak = general.restrict_to(max(weak_pool, key=lambda g: table.accuracy(g, "cifar10_val")))
+        rand = general.restrict_to(general.sample(derive_seed(s, "random cell")))
+        spaces = {"general space": general, "TA-NAS, optimized dictionary": restricted,
+                  "weakly searched dictionary": weak, "random cell's operations": rand}
+        for name, space in spaces.items():
+            for select in (True, False):
+                key = f"{name} | {'best of candidates by cifar100_val' if select else 'no selection'}"
+                results.setdefault(key, []).append(search(space, derive_seed(s, "search", name), select))
+                sizes.setdefault(key, []).append(space.size())
+    return {"dictionary": {k: str(g) for k, g in dictionary.items()}, "op_sets": op_sets,
+            "candidates": args.candidates, "weak": args.weak, "seeds": args.seeds,
+            "best_cifar100_test": max(table.values(test)),
+            "results": {k: {**stats(v), "space_size_mean": statistics.fmean(sizes[k]),
+                            "percentile_mean": statistics.fmean(table.percentile(x, test) for x in v)}
+                        for k, v in results.items()}}
+
+
+# ------------------------------------------------------------------------------------------ real search
+def load_cifar(args):
+    import ftdfast
+    d = ftdfast.load_dataset(args.cifar)
+    g = torch.Generator().manual_seed(0)
+    tr = torch.randperm(len(d.y_train), generator=g)[:args.train]
+    te = torch.randperm(len(d.y_test), generator=g)[:args.test]
+    x_tr, x_te = d.x_train[tr], d.x_test[te]
+    if args.size < x_tr.shape[-1]:
+        x_tr = F.adaptive_avg_pool2d(x_tr, args.size)
+        x_te = F.adaptive_avg_pool2d(x_te, args.size)
+    return SplitData(x_tr, d.y_train[tr], x_te, d.y_test[te], int(d.num_classes), "cifar10")
+
+
+def real_search(args) -> Dict[str, Any]:
+    table = load_nasbench201(args.table)
+    data = load_cifar(args)
+    general = NB201Space()
+    baseline = table.best("imagenet16_val")
+    restricted = general.restrict_to(baseline)
+    budget = Budget(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds,
+                    w_steps=args.w_steps, channels=args.channels, layers=args.layers, batch_size=args.batch_size)
+    methods = {"FUSE, general space": lambda s: fuse_search(general, data, budget, seed=s, progress=False),
+               "random search, general space": lambda s: random_search(general, data, budget, seed=s,
+                                                                       progress=False),
+               "restricted (TA-NAS space of ImageNet16-120's best cell)":
+                   lambda s: fuse_search(restricted, data, budget, seed=s, progress=False)}
+    records: List[Dict[str, Any]] = []
+
+    def result() -> Dict[str, Any]:
+        summary = {}
+        for name in methods:
+            rs = [r for r in records if r["method"] == name]
+            if rs:
+                summary[name] = {"cifar10_test": stats([r["cifar10_test"] for r in rs]),
+                                 "percentile": stats([r["percentile"] for r in rs]),
+                                 "cpu_seconds": sum(r["cpu_seconds"] for r in rs)}
+        done = len({r["seed"] for r in records if all(any(q["seed"] == r["seed"] and q["method"] == m
+                                                           for q in records) for m in methods)})
+        return {"budget": budget.to_dict(), "data": {"train": args.train, "size": args.size},
+                "restricted_to": str(baseline), "restricted_ops": restricted.ops, "seeds": done,
+                "seeds_asked": args.seeds, "table_mean_cifar10_test": statistics.fmean(table.values("cifar10_test")),
+                "summary": summary, "records": records}
+
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for name, run in methods.items():
+            t0 = time.process_time()
+            out = run(derive_seed(seed, name))
+            acc = table.accuracy(out.genotype, "cifar10_test")
+            rec = {"seed": seed, "method": name, "cell": str(out.genotype), "cifar10_test": acc,
+                   "percentile": table.percentile(acc, "cifar10_test"), "cpu_seconds": time.process_time() - t0}
+            records.append(rec)
+            print(f"seed {seed} {name}: {rec['cell']} -> {acc:.2f}% (percentile {rec['percentile']:.1f}, "
+                  f"{rec['cpu_seconds']:.0f} s CPU)", flush=True)
+        if args.json:       # after every seed, so an interrupted run keeps what it finished
+            atomic_write_text(args.json, json.dumps(result(), indent=1) + "\n")
+    return result()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+    for name in ("simulate", "search"):
+        q = sub.add_parser(name)
+        q.add_argument("--table", default=DEFAULT_TABLE)
+        q.add_argument("--json", help="write the results here")
+        q.add_argument("--first-seed", type=int, default=0)
+    sim = sub.choices["simulate"]
+    sim.add_argument("--seeds", type=int, default=200)
+    sim.add_argument("--candidates", type=int, default=6, help="cells each search weighs")
+    sim.add_argument("--weak", type=int, default=6, help="random cells the weak dictionary's search weighs")
+    se = sub.choices["search"]
+    se.add_argument("--seeds", type=int, default=10)
+    se.add_argument("--cifar", default=DEFAULT_CIFAR)
+    se.add_argument("--train", type=int, default=2500)
+    se.add_argument("--test", type=int, default=500)
+    se.add_argument("--size", type=int, default=16, help="image size after average pooling")
+    se.add_argument("--iterations", type=int, default=2)
+    se.add_argument("--candidates", type=int, default=4)
+    se.add_argument("--rounds", type=int, default=3)
+    se.add_argument("--w-steps", type=int, default=15)
+    se.add_argument("--channels", type=int, default=8)
+    se.add_argument("--layers", type=int, default=1, help="cells per stage")
+    se.add_argument("--batch-size", type=int, default=64)
+    se.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    if not os.path.exists(args.table):
+        p.error(f"--table {args.table}: no such file")
+    if args.mode == "simulate":
+        out = simulate(args)
+        print(f"TA-NAS on the NAS-Bench-201 table: target CIFAR-100, {out['seeds']} seeds, {out['candidates']} "
+              f"candidates per search; dictionary cells {out['dictionary']}; cifar100_test (%) of the pick:")
+        for k, v in out["results"].items():
+            print(f"  {k:<75} {fmt(v)}  percentile {v['percentile_mean']:.1f}")
+    else:
+        torch.set_num_threads(args.threads)
+        out = real_search(args)
+        print(f"NAS-Bench-201 space, CIFAR-10 subset ({args.train} images at {args.size}x{args.size}), "
+              f"{out['seeds']} seeds; the pick's table accuracy (cifar10_test, %; table mean "
+              f"{out['table_mean_cifar10_test']:.2f}):")
+        for k, v in out["summary"].items():
+            print(f"  {k:<60} {fmt(v['cifar10_test'])}; percentile {fmt(v['percentile'])}; "
+                  f"{v['cpu_seconds']:.0f} s CPU")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
