@@ -25,11 +25,13 @@ def code_of(src: str) -> Optional[str]:
     """The tokens of ``src`` without comments, blank lines or layout: equal for the same code.
 
     String literals are kept whole (a ``#`` inside one is not a comment); block structure is
-    kept as markers, whatever the indentation width. ``None`` if ``src`` does not tokenize.
+    kept as markers, whatever the indentation width. ``None`` if ``src`` does not tokenize cleanly.
     """
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(textwrap.dedent(src)).readline))
     except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    if any(t.type == tokenize.ERRORTOKEN for t in tokens):  # e.g. an unclosed string (Python < 3.12)
         return None
     return " ".join(_MARKS.get(t.type, t.string) for t in tokens if t.type not in _DROPPED)
 
