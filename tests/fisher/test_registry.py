@@ -234,3 +234,100 @@ def test_register_rule_needs_output_flag(monkeypatch):
         return None
 
     assert registry.find_rule(Gate()).needs_output
+
+
+# ---- lazy rules (classes of libraries ftdfast does not import) ----
+
+def _qualname(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@pytest.fixture
+def lazy(monkeypatch):
+    """An isolated copy of the lazy tables, so a test's rules do not leak."""
+    import weakref
+    monkeypatch.setattr(registry, "_RULES", dict(registry._RULES))
+    monkeypatch.setattr(registry, "_LAZY_BY_NAME", dict(registry._LAZY_BY_NAME))
+    monkeypatch.setattr(registry, "_PROVIDERS", list(registry._PROVIDERS))
+    monkeypatch.setattr(registry, "_LAZY_MEMO", weakref.WeakKeyDictionary())
+    return registry
+
+
+def gate_lazy(module, call):
+    return None
+
+
+def test_a_lazy_rule_is_found_by_module_and_qualname(lazy):
+    assert lazy.find_rule(Gate()) is None  # memoized negative ...
+    lazy.register_lazy_rule(_qualname(Gate))(gate_lazy)  # ... forgotten when a rule is added
+    assert lazy.find_rule(Gate()).name == "gate_lazy"
+
+
+def test_a_lazy_rule_is_inherited_only_with_the_base_forward(lazy):
+    class KeepsForward(Gate):
+        pass
+
+    class OwnForward(Gate):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    lazy.register_lazy_rule(_qualname(Gate))(gate_lazy)
+    assert lazy.find_rule(KeepsForward()).name == "gate_lazy"
+    assert lazy.find_rule(OwnForward()) is None
+
+
+def test_a_provider_is_asked_once_per_class_never_for_eager_classes(lazy):
+    asked = []
+
+    def provider(cls):
+        asked.append(cls)
+        return lazy.Rule(gate_lazy) if cls is Gate else None
+
+    lazy.register_rule_provider(provider)
+
+    class Other(nn.Module):
+        def forward(self, x):
+            return x
+
+    for _ in range(3):
+        assert lazy.find_rule(Gate()).name == "gate_lazy"
+        assert lazy.find_rule(Other()) is None
+        assert lazy.find_rule(nn.Linear(2, 2)).name == "linear"
+    assert sorted(c.__name__ for c in asked) == ["Gate", "Other"]
+
+
+def test_an_eager_rule_wins_over_a_lazy_one(lazy):
+    lazy.register_lazy_rule(_qualname(Gate))(gate_lazy)
+    lazy.register_rule_provider(lambda cls: lazy.Rule(gate_lazy))
+
+    @ftdfast.register_rule(Gate)
+    def users_gate(module, call):
+        return None
+
+    assert lazy.find_rule(Gate()).name == "users_gate"
+
+
+def test_a_failing_provider_warns_and_leaves_the_fallback(lazy):
+    def broken(cls):
+        raise RuntimeError("unknown library version")
+
+    lazy.register_rule_provider(broken)
+    with pytest.warns(UserWarning, match=r"provider 'broken' failed on .*Gate .*unknown library version"):
+        assert lazy.find_rule(Gate()) is None
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda r: r.register_lazy_rule(), "at least one class name"),
+    (lambda r: r.register_lazy_rule(Gate), "'module.ClassName' strings"),
+    (lambda r: r.register_lazy_rule("Gate"), "'module.ClassName' strings"),
+    (lambda r: r.register_rule_provider("timm"), "callable cls -> Rule"),
+], ids=["no-name", "a-class", "no-module", "provider-not-callable"])
+def test_lazy_registration_rejects_bad_input(lazy, bad, match):
+    with pytest.raises(TypeError, match=match):
+        bad(lazy)(gate_lazy)
+
+
+def test_a_provider_returning_a_non_rule_is_refused(lazy):
+    lazy.register_rule_provider(lambda cls: gate_lazy)
+    with pytest.raises(TypeError, match="must return a registry.Rule or None"):
+        lazy.find_rule(Gate())

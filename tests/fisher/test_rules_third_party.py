@@ -121,13 +121,44 @@ def test_rules_register_whichever_is_imported_first(order):
     import subprocess
     import sys
     _hf("transformers.pytorch_utils")
-    imports = ["import transformers.pytorch_utils as pu", "import ftdfast"]
+    imports = ["import transformers.pytorch_utils as pu", "import transformers.models.llama.modeling_llama as ll",
+               "import ftdfast"]
     if order == "ftdfast-first":
         imports.reverse()
     code = "; ".join(imports + ["from ftdfast.fisher.registry import find_rule",
-                                "print(find_rule(pu.Conv1D(3, 2)).name)"])
+                                "print(find_rule(pu.Conv1D(3, 2)).name, find_rule(ll.LlamaRMSNorm(4)).name)"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "hf_conv1d", out.stderr
+    assert out.stdout.strip() == "hf_conv1d llama_rms_norm", out.stderr
+
+
+def test_import_ftdfast_imports_no_third_party_library_and_adds_no_import_hook():
+    """The rules above are found lazily: importing ftdfast (and asking for a torch layer's rule) neither
+    imports timm, torchvision or transformers nor touches the import system."""
+    import subprocess
+    import sys
+    code = ("import sys; hooks = list(sys.meta_path); import ftdfast, torch; "
+            "ftdfast.find_rule(torch.nn.Linear(2, 2)); "
+            "print([m for m in ('timm', 'torchvision', 'transformers') if m in sys.modules], sys.meta_path == hooks)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[] True", out.stderr
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _hf("transformers.pytorch_utils").Conv1D(3, 2),
+    lambda: _hf("transformers.models.llama.modeling_llama").LlamaRMSNorm(4),
+    lambda: _timm().LayerNorm2d(4),
+], ids=["by-name-hf-conv1d", "by-source-llama-rmsnorm", "by-name-timm-layernorm2d"])
+def test_a_users_register_rule_wins_over_the_lazy_rule(monkeypatch, make):
+    from ftdfast.fisher import registry
+    layer = make()
+    assert find_rule(layer) is not None  # the lazy rule, memoized
+    monkeypatch.setattr(registry, "_RULES", dict(registry._RULES))
+
+    @ftdfast.register_rule(type(layer))
+    def users_rule(module, call):
+        return None
+
+    assert find_rule(layer).name == "users_rule"
 
 
 def _bn_act(act):

@@ -6,10 +6,10 @@ roles of input and output gradient swapped.
 from __future__ import annotations
 
 from ..factors import Outer, PerSample
-from ..registry import Call, register_rule
-from ._on_import import when_imported
+from ..registry import Call, register_lazy_rule
 
 
+@register_lazy_rule("transformers.pytorch_utils.Conv1D")
 def hf_conv1d(module, call: Call):
     x, g = call.args[0], call.grad
     if x.dim() < 2:
@@ -22,5 +22,3 @@ def hf_conv1d(module, call: Call):
         out["bias"] = PerSample(b[:, 0] if b.shape[1] == 1 else b.sum(dim=1))
     return out
 
-
-when_imported("transformers.pytorch_utils", lambda mod: register_rule(mod.Conv1D)(hf_conv1d))

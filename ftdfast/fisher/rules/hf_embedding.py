@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import Call
-from ._by_source import is_transformers_modeling, register_by_forward_source
-from ._on_import import when_imported
+from ..registry import Call, register_rule_provider
+from ._by_source import forward_source_provider
 from .embedding import embedding
 
 _PLAIN = """
@@ -34,5 +33,4 @@ def _rule(cast: bool):
     return scaled_embedding
 
 
-when_imported(is_transformers_modeling, lambda mod: register_by_forward_source(
-    mod, {_PLAIN: _rule(False), _CAST: _rule(True)}, ("Embedding",)))
+register_rule_provider(forward_source_provider({_PLAIN: _rule(False), _CAST: _rule(True)}, ("Embedding",)))

@@ -11,8 +11,7 @@ import sys
 
 import torch.nn.functional as F
 
-from ..registry import Call, register_rule
-from ._on_import import when_imported
+from ..registry import Call, register_lazy_rule
 from .norm import _affine
 
 
@@ -22,6 +21,7 @@ def _apex_in_use(module) -> bool:
     return bool(getattr(module, "_fast_norm", False)) and bool(getattr(fast, "has_apex", False))
 
 
+@register_lazy_rule("torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d")
 def layer_norm_2d(module, call: Call):
     x, g = call.args[0], call.grad
     if x.dim() != 4 or len(module.normalized_shape) != 1 or _apex_in_use(module):
@@ -30,6 +30,7 @@ def layer_norm_2d(module, call: Call):
     return _affine(module, x_hat.permute(0, 3, 1, 2), g, 1)
 
 
+@register_lazy_rule("timm.layers.norm.LayerNorm")
 def timm_layer_norm(module, call: Call):
     x, g = call.args[0], call.grad
     if x.dim() <= len(module.normalized_shape) or _apex_in_use(module):
@@ -37,7 +38,3 @@ def timm_layer_norm(module, call: Call):
     x_hat = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
     return _affine(module, x_hat, g, -1)
 
-
-when_imported("torchvision.models.convnext", lambda mod: register_rule(mod.LayerNorm2d)(layer_norm_2d))
-when_imported("timm.layers.norm", lambda mod: (register_rule(mod.LayerNorm2d)(layer_norm_2d),
-                                               register_rule(mod.LayerNorm)(timm_layer_norm)))

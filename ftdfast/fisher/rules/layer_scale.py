@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 from ..factors import PerSample
-from ..registry import Call, register_rule
-from ._on_import import when_imported
+from ..registry import Call, register_lazy_rule
 
 
+@register_lazy_rule("timm.layers.layer_scale.LayerScale")
 def layer_scale(module, call: Call):
     x, g = call.args[0], call.grad
     d = module.gamma.shape[0]
@@ -18,12 +18,10 @@ def layer_scale(module, call: Call):
     return {"gamma": PerSample((g * x).reshape(x.shape[0], -1, d).sum(dim=1))}
 
 
+@register_lazy_rule("timm.layers.layer_scale.LayerScale2d")
 def layer_scale_2d(module, call: Call):
     x, g = call.args[0], call.grad
     if x.dim() != 4 or module.gamma.dim() != 1:
         return None
     return {"gamma": PerSample((g * x).sum(dim=(2, 3)))}
 
-
-when_imported("timm.layers.layer_scale", lambda mod: (register_rule(mod.LayerScale)(layer_scale),
-                                                      register_rule(mod.LayerScale2d)(layer_scale_2d)))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..registry import Call, register_rule
-from ._on_import import when_imported
+from ..registry import Call, register_lazy_rule
 from .norm import _affine
 
 
+@register_lazy_rule("timm.layers.norm_act.BatchNormAct2d")
 def batch_norm_act(module, call: Call):
     x, g = call.args[0], call.grad
     if module.training or module.running_mean is None or x.dim() != 4:
@@ -29,5 +29,3 @@ def batch_norm_act(module, call: Call):
         (g_bn,) = torch.autograd.grad(module.act(module.drop(bn.clone())), bn, g)
     return _affine(module, x_hat, g_bn, 1)
 
-
-when_imported("timm.layers.norm_act", lambda mod: register_rule(mod.BatchNormAct2d)(batch_norm_act))

@@ -21,9 +21,8 @@ import sys
 
 import torch
 
-from ..registry import Call, register_rule
-from ._by_source import is_transformers_modeling, register_by_forward_source
-from ._on_import import when_imported
+from ..registry import Call, register_lazy_rule, register_rule_provider
+from ._by_source import forward_source_provider
 from .norm import _affine
 
 _LLAMA_FORWARD = """
@@ -73,6 +72,7 @@ def t5_layer_norm(module, call: Call):
     return _affine(module, x_hat, g, -1)
 
 
+@register_lazy_rule("timm.layers.norm.RmsNorm")
 def timm_rms_norm(module, call: Call):
     x, g = call.args[0], call.grad
     shape = tuple(module.normalized_shape)
@@ -88,10 +88,5 @@ def timm_rms_norm(module, call: Call):
     return _affine(module, x_hat, g, -1)
 
 
-def _register_transformers_norms(mod) -> None:
-    register_by_forward_source(mod, {_LLAMA_FORWARD: llama_rms_norm, _T5_FORWARD_CODE: t5_layer_norm},
-                               ("RMSNorm", "LayerNorm"))
-
-
-when_imported(is_transformers_modeling, _register_transformers_norms)
-when_imported("timm.layers.norm", lambda mod: register_rule(mod.RmsNorm)(timm_rms_norm))
+register_rule_provider(forward_source_provider({_LLAMA_FORWARD: llama_rms_norm, _T5_FORWARD_CODE: t5_layer_norm},
+                                               ("RMSNorm", "LayerNorm")))
