@@ -39,13 +39,15 @@ def check_parameters(params: Dict[str, torch.Tensor]) -> None:
 def check_deterministic(model: nn.Module, batch: Batch) -> None:
     """Two forwards of the batch's first samples must agree; else the forward randomizes (raise).
 
-    Run under ``no_grad`` with the RNG state forked, so the caller's random stream is unchanged.
+    Run with the RNG state forked, so the caller's random stream is unchanged, and with gradients
+    enabled: a module that fills an eval-mode cache from its parameters here (timm's attention
+    biases) must keep the cached tensor's link to them, or their Fisher would come out as zero.
     A forward that fails here is left to the backend, whose error names the data's shapes.
     """
     part = batch.select(0, min(batch.n, DETERMINISM_SAMPLES))
     devices = sorted({t.device.index or 0 for t in iter_tensors(part.inputs) if t.device.type == "cuda"})
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        with torch.enable_grad(), torch.random.fork_rng(devices=devices):
             first, second = part.call(model), part.call(model)
     except Exception:  # noqa: BLE001 - the backend's own forward reports these, with the data's shapes
         return
@@ -53,6 +55,7 @@ def check_deterministic(model: nn.Module, batch: Batch) -> None:
         return  # the backend's own forward reports a model that does not return one tensor
     if not first.is_floating_point():
         return
+    first, second = first.detach(), second.detach()
     scale = first.detach().abs().max() if first.numel() else torch.zeros(())
     diff = (first - second).abs().max() if first.numel() else torch.zeros(())
     if bool(diff > DETERMINISM_RTOL * scale):

@@ -32,6 +32,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .factors import SampleFactor
+from .caches import clear_caches, find_caches
 from .registry import Call
 
 _WARNED: set = set()
@@ -72,6 +73,7 @@ class _FuncGrads:
 
     def __init__(self, module: nn.Module, call: Call, names: Sequence[str], n: int, track_sums: bool = False):
         self.module, self.names, self.n = module, list(names), n
+        self.caches = find_caches(module)
         own = dict(module.named_parameters())  # names may be nested when a rule covering children declined
         self.params = {k: own[k].detach() for k in self.names}
         leaves, self.in_spec = tree_flatten((call.args, call.kwargs))
@@ -93,7 +95,11 @@ class _FuncGrads:
     def _loss(self, params, in_leaves, grads):
         args, kwargs = tree_unflatten([t.unsqueeze(d) if d is not None else t
                                        for t, d in zip(in_leaves, self.in_dims)], self.in_spec)
-        out = functional_call(self.module, params, args, kwargs, strict=False)
+        clear_caches(self.caches)  # the swapped-in parameters, not a cached tensor of the real ones
+        try:
+            out = functional_call(self.module, params, args, kwargs, strict=False)
+        finally:
+            clear_caches(self.caches)  # nothing made inside vmap/grad outlives the call
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         total = 0
         for (i, _, d), g in zip(self.out_pairs, grads):

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import ftdfast
+from ftdfast import _ext
 from ftdfast.fisher import fallback
 
 RTOL = 1e-9
@@ -391,3 +392,48 @@ def test_the_exact_path_names_its_parameters_and_why():
                                          r"on samples 0 and 1 alone: its output 0 has shape \(12, 4\), without the 2 "
                                          r"samples on dimension 0"):
         ftdfast.fisher_diagonal(model, (x, y), backend="rules", progress=False)
+
+
+class TimmCachedBias(CachedBias):
+    """The same cache under timm's attribute name, ``attention_bias_cache``, which ftdfast knows and empties."""
+
+    def __init__(self, heads=2, t=4):
+        super().__init__(heads, t)
+        del self.cache
+        self.attention_bias_cache = {}
+
+    def train(self, mode=True):
+        nn.Module.train(self, mode)
+        self.attention_bias_cache = {}
+        return self
+
+    def get_bias(self):
+        if self.training:
+            return self.biases[:, self.idx]
+        if "bias" not in self.attention_bias_cache:
+            self.attention_bias_cache["bias"] = self.biases[:, self.idx]
+        return self.attention_bias_cache["bias"]
+
+
+@pytest.mark.parametrize("backend", ["rules", "native", "func", "loop", "loop1"])
+def test_known_eval_cache_made_under_no_grad_is_bypassed(backend):
+    """An evaluation pass under no_grad before the Fisher (the usual order) fills timm's attention_bias_cache
+    with a tensor cut off from its parameter; every backend must still see the parameter (ftdfast's own
+    determinism check makes such a pass too)."""
+    if backend == "native" and not _ext.HAS_NATIVE:
+        pytest.skip("native extension not built")
+
+    def build():
+        torch.manual_seed(0)
+        model = CachedModel().double()
+        model.att = TimmCachedBias().double()
+        model.eval()
+        with torch.no_grad():
+            model(x)  # fills the cache without a graph
+        return model
+
+    x, y = _float(5, (4, 3), 3)
+    want = ftdfast.fisher_diagonal(build(), (x, y), backend="loop", progress=False)
+    assert float(want["att.biases"].abs().max()) > 0
+    got = ftdfast.fisher_diagonal(build(), (x, y), backend=backend, batch_size=2, progress=False)
+    assert_exact(got, want)

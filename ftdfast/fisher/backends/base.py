@@ -6,6 +6,7 @@ from typing import Callable, Dict, Iterable, Optional
 import torch
 import torch.nn as nn
 
+from ..caches import clear_caches, find_caches
 from ..data import Batch
 from ..losses import FISHER_KINDS
 
@@ -45,6 +46,7 @@ class Backend:
     def __init__(self, model: nn.Module, table: ParamTable):
         self.model, self.table = model, table
         self.acc: Dict[str, torch.Tensor] = {}
+        self.caches = find_caches(model)  # eval-mode parameter caches, emptied before each graph (see caches.py)
 
     def start(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
@@ -76,6 +78,8 @@ class Backend:
     def forward(self, batch: Batch, model: Optional[nn.Module] = None) -> torch.Tensor:
         """Run the model on ``batch``; a shape mismatch becomes an error that names the data's shape."""
         model = self.model if model is None else model
+        if torch.is_grad_enabled():
+            clear_caches(self.caches)  # a cached parameter-derived tensor would hide its parameter from autograd
         try:
             out = batch.call(model)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
+from ..caches import clear_caches
 from ..data import Batch, map_tensors
 from ...workspace import chunk_size as workspace_chunk
 from .base import Backend, ParamTable
@@ -27,7 +28,11 @@ class FuncBackend(Backend):
     def _inner(self, params, inputs, v):
         inputs = map_tensors(inputs, lambda t: t.unsqueeze(0))
         batch = Batch(0, inputs, v.unsqueeze(0), 1)
-        out = batch.call(lambda *a, **k: functional_call(self.model, (params, self.buffers), a, k))
+        clear_caches(self.caches)  # the swapped-in parameters, not a cached tensor of the real ones
+        try:
+            out = batch.call(lambda *a, **k: functional_call(self.model, (params, self.buffers), a, k))
+        finally:
+            clear_caches(self.caches)  # nothing made inside vmap/grad outlives the call
         return (out * v.unsqueeze(0)).sum()
 
     def accumulate(self, batch: Batch, grads_for) -> None:

@@ -480,6 +480,14 @@ class RulesBackend(Backend):
         self._checked_graph = True
         in_graph = _graph_variables(out.grad_fn)
         attributed = {id(self.table.params[g]) for u in self.units if u.calls for g in u.params.values()}
+        unseen = sorted(g for u in self.units if u.calls for g in u.params.values()
+                        if id(self.table.params[g]) not in in_graph)
+        if unseen:
+            warnings.warn(
+                f"ftdfast: {len(unseen)} parameters of modules that ran are not in the output's autograd graph, "
+                f"so their Fisher is zero: {', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}. If the "
+                "module reads a tensor it cached from them (an eval-mode cache made under torch.no_grad), the "
+                "true Fisher is not zero: clear that cache before calling fisher_diagonal", stacklevel=4)
         for name, p in self.table.params.items():
             if id(p) in in_graph and id(p) not in attributed:
                 owner = name.rsplit(".", 1)[0] if "." in name else "<model>"
