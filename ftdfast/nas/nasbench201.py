@@ -49,7 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .operations import Identity, Zero, relu_conv_bn
-from .space import SeedLike, _rng
+from .space import SeedLike, _rng, sample_many
 
 #: The five operations, in the benchmark's order.
 NB201_OPS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -175,16 +175,7 @@ class NB201Space:
         return NB201Genotype(tuple(rng.choice(self.ops) for _ in range(6)))
 
     def sample_many(self, k: int, seed: SeedLike = None, *, unique: bool = True) -> List[NB201Genotype]:
-        if unique and k > self.size():
-            raise ValueError(f"cannot draw {k} distinct cells from a space of {self.size()}")
-        rng, out, seen = _rng(seed), [], set()
-        while len(out) < k:
-            g = self.sample(rng)
-            if unique and g in seen:
-                continue
-            seen.add(g)
-            out.append(g)
-        return out
+        return sample_many(self, k, seed, unique=unique, what="cells")
 
     def restrict_to(self, genotype) -> "NB201Space":
         """The task-aware restriction: the operations ``genotype`` uses that this space allows (ValueError if

@@ -27,6 +27,21 @@ from .genotype import ALL_OPS, NODE_COUNTS, Genotype, Topology, as_genotype, unk
 SeedLike = Union[int, torch.Generator, random.Random, None]
 
 
+def sample_many(space, k: int, seed: SeedLike = None, *, unique: bool = True, what: str = "cells") -> list:
+    """``k`` draws of ``space.sample(rng)`` from one RNG; with ``unique`` none repeats (ValueError if
+    ``space.size()`` is smaller). Shared by every search space."""
+    if unique and k > space.size():
+        raise ValueError(f"cannot draw {k} distinct {what} from a space of {space.size()}")
+    rng, out, seen = _rng(seed), [], set()
+    while len(out) < k:
+        g = space.sample(rng)
+        if unique and g in seen:
+            continue
+        seen.add(g)
+        out.append(g)
+    return out
+
+
 def _rng(seed: SeedLike) -> random.Random:
     if isinstance(seed, random.Random):
         return seed
@@ -120,16 +135,7 @@ class SearchSpace:
 
     def sample_many(self, k: int, seed: SeedLike = None, *, unique: bool = True) -> list:
         """``k`` samples from one RNG; with ``unique`` no genotype repeats (ValueError if the space is smaller)."""
-        if unique and k > self.size():
-            raise ValueError(f"cannot draw {k} distinct genotypes from a space of {self.size()}")
-        rng, out, seen = _rng(seed), [], set()
-        while len(out) < k:
-            g = self.sample(rng)
-            if unique and g in seen:
-                continue
-            seen.add(g)
-            out.append(g)
-        return out
+        return sample_many(self, k, seed, unique=unique, what="genotypes")
 
     def restrict_to(self, genotype) -> "SearchSpace":
         """The task-aware restricted space: ``genotype``'s node count and wiring, only the operations it uses
