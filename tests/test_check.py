@@ -11,16 +11,7 @@ from ftdfast.cli import main
 from ftdfast.fisher import registry
 from ftdfast.fisher.factors import PerSample
 
-
-class Gate(nn.Module):
-    """A module type no built-in rule knows: the fallback covers it unless a test registers a rule."""
-
-    def __init__(self, d=4):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(d))
-
-    def forward(self, x):
-        return x * torch.sigmoid(self.w)
+from tests.ruleless_modules import Gate
 
 
 def gate_grad(module, call):

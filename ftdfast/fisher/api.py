@@ -42,6 +42,23 @@ def check_eval_mode(model: nn.Module) -> None:
                 "Call model.eval() before fisher_diagonal")
 
 
+def check_batch_independent_backward(model: nn.Module) -> None:
+    """Refuse modules whose backward scales a sample's gradient by statistics of the whole batch.
+
+    ``nn.Embedding``/``nn.EmbeddingBag(scale_grad_by_freq=True)`` divide each table row's gradient by
+    that id's count in the mini-batch: the per-sample gradient of the batch's backward is not defined
+    apart from the batch, so any number returned would depend on how the data was batched.
+    """
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.scale_grad_by_freq:
+            raise ValueError(
+                f"{name or '<model>'} ({type(m).__qualname__}) has scale_grad_by_freq=True: its backward divides "
+                "each row's gradient by the id's frequency in the whole mini-batch, so a per-sample gradient "
+                "(and the diagonal Fisher) is not defined apart from the batch. Set "
+                "module.scale_grad_by_freq = False while computing the Fisher (the forward is unchanged), or "
+                "use backend='legacy' for the squared mini-batch gradient")
+
+
 def _pick_backend(backend: str) -> str:
     """The backend name that runs: ``"auto"`` becomes ``"native"`` where the extension is built, else ``"rules"``."""
     if backend not in BACKEND_NAMES:
@@ -162,6 +179,8 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
     seen, totals, error, engine = 0, None, None, None
     try:
         check_eval_mode(model)
+        if engine_cls.per_sample:
+            check_batch_independent_backward(model)
         if parallel:
             part = shard_data(data, mode=shard, max_samples=max_samples, rank=rank, world=world)
         else:

@@ -49,6 +49,18 @@ def meta_model():
         return nn.Linear(5, 3)
 
 
+def frequency_scaled(kind):
+    torch.manual_seed(0)
+    if kind == "embedding":  # (n, 3) ids -> (n, 3, 3) rows
+        return nn.Sequential(nn.Embedding(7, 3, scale_grad_by_freq=True), nn.Flatten(), nn.Linear(9, 2)).eval()
+    return nn.Sequential(nn.EmbeddingBag(7, 3, mode="sum", scale_grad_by_freq=True), nn.Linear(3, 2)).eval()
+
+
+def ids(n=6):
+    g = torch.Generator().manual_seed(2)
+    return torch.randint(0, 7, (n, 3), generator=g), torch.randint(0, 2, (n,), generator=g)
+
+
 def run(model, d, **kw):
     kw.setdefault("progress", False)
     kw.setdefault("batch_size", 8)
@@ -71,6 +83,9 @@ ERRORS = [
      FloatingPointError, ["batch 2", OVERFLOW]),
     ("functional-dropout", lambda: run(FunctionalDropout().eval(), data()),
      ValueError, ["two identical forwards", "training=self.training"]),
+    *[(f"scale-grad-by-freq-{kind}-{b}", lambda kind=kind, b=b: run(frequency_scaled(kind), ids(), backend=b),
+       ValueError, ["scale_grad_by_freq=True", "frequency in the whole mini-batch", "scale_grad_by_freq = False"])
+      for kind in ("embedding", "embedding-bag") for b in BACKENDS + ["loop"]],
     ("meta-device-model", lambda: run(meta_model(), data()),
      ValueError, ["meta device", "to_empty"]),
     ("batch-size-float", lambda: run(mlp(), data(), batch_size=2.5),
@@ -131,6 +146,16 @@ def test_the_determinism_check_leaves_the_random_stream_alone():
     after = torch.rand(3)
     torch.manual_seed(123)
     assert torch.equal(after, torch.rand(3))
+
+
+def test_scale_grad_by_freq_is_the_squared_batch_gradient_under_legacy():
+    """legacy squares the mini-batch gradient, which scale_grad_by_freq defines: no refusal there."""
+    model, (x, y) = frequency_scaled("embedding"), ids()
+    f = run(model, (x, y), backend="legacy", batch_size=6)
+    F.cross_entropy(model(x), y).backward()
+    squared = model[0].weight.grad ** 2  # legacy then averages over the first dimension, as the authors do
+    want = squared.mean(0, keepdim=True).expand_as(squared).double()
+    torch.testing.assert_close(f["0.weight"], want, rtol=1e-5, atol=0)
 
 
 def test_numpy_integers_are_counts():

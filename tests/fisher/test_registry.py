@@ -9,18 +9,9 @@ import ftdfast
 from ftdfast.fisher import fallback, registry
 from ftdfast.fisher.factors import PerSample
 
+from tests.ruleless_modules import Gate
+
 from .problems import BY_ID
-
-
-class Gate(nn.Module):
-    """A module type no built-in rule knows."""
-
-    def __init__(self, d=4):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(d))
-
-    def forward(self, x):
-        return x * torch.sigmoid(self.w)
 
 
 def model_with_gate():

@@ -84,8 +84,8 @@ def test_embedding_bag_matches_reference(case):
 
 
 def test_max_norm_declines_to_the_exact_fallback(monkeypatch):
-    """max_norm renormalises the table inside the forward. (scale_grad_by_freq declines too, but its
-    gradient scales by the id frequencies of the whole batch: not a per-sample quantity to test.)"""
+    """max_norm renormalises the table inside the forward. (scale_grad_by_freq is refused before any rule:
+    tests/faults/test_fisher_faults.py.)"""
     torch.manual_seed(0)
     model = nn.Sequential(nn.EmbeddingBag(7, 3, mode="sum", max_norm=1.0), nn.Linear(3, 2)).double().eval()
     ids = torch.randint(0, 7, (4, 3), generator=torch.Generator().manual_seed(1))

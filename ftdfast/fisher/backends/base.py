@@ -35,13 +35,15 @@ class Backend:
     """Accumulates ``sum_n sum_k (d <z_n, v_kn> / d theta)^2`` per parameter into ``self.acc``.
 
     Class attributes say what a backend supports, so that the API needs no special cases:
-    ``fisher_kinds`` (the ``fisher=`` values it computes) and ``distributed`` (its sums
-    may be added over the ranks of a data-parallel job).
+    ``fisher_kinds`` (the ``fisher=`` values it computes), ``distributed`` (its sums
+    may be added over the ranks of a data-parallel job) and ``per_sample`` (it squares
+    per-sample gradients, so modules whose backward depends on the whole batch are refused).
     """
 
     name = "base"
     fisher_kinds = FISHER_KINDS
     distributed = True
+    per_sample = True
 
     def __init__(self, model: nn.Module, table: ParamTable):
         self.model, self.table = model, table

@@ -17,6 +17,7 @@ class LegacyBackend(Backend):
     name = "legacy"
     fisher_kinds = ("empirical",)
     distributed = False  # the authors' code is single-process
+    per_sample = False  # it squares the mini-batch gradient, whatever the backward does with the batch
 
     def __init__(self, model, table, *, loss_spec=None, **_):
         super().__init__(model, table)

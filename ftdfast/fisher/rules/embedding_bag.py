@@ -9,7 +9,8 @@ before the square.
 
 A bag is one sample: a 2-D input (B, L) has one bag per row; with a 1-D input and
 ``offsets`` the bags are the rows of the output. ``max_norm`` (renormalises the table in the
-forward) and ``scale_grad_by_freq`` (batch frequencies) are left to the fallback.
+forward) is left to the fallback; ``scale_grad_by_freq`` (batch frequencies: no per-sample gradient)
+is refused by ``fisher_diagonal`` before any rule runs.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _bags(ids: torch.Tensor, offsets, include_last: bool):
 
 @register_rule(nn.EmbeddingBag)
 def embedding_bag(module: nn.EmbeddingBag, call: Call):
-    if module.max_norm is not None or module.scale_grad_by_freq:
+    if module.max_norm is not None:
         return None
     a = _SIGNATURE.bind(module, *call.args, **call.kwargs).arguments
     ids, offsets, psw = a["input"], a.get("offsets"), a.get("per_sample_weights")
