@@ -134,7 +134,7 @@ def run_seed(seed: int, args, data) -> Dict[str, Any]:
     t0 = time.process_time()
     res = fuse([build(k) for k in range(len(genotypes))], (xt, yt), (xv, yv), num_classes=num_classes,
                rounds=args.rounds, w_steps=max(1, args.steps // args.rounds), batch_size=args.batch_size,
-               seed=derive_seed(seed, "fuse"), progress=False, batched=args.batched)
+               seed=derive_seed(seed, "fuse"), progress=False, batched=args.batched, weight_loss=args.weight_loss)
     t_fuse = time.process_time() - t0
     bar = top_quartile(truth)
     own = res.candidate_val_loss_history[-1]
@@ -231,6 +231,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batched", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weight-loss", default="mixture", choices=["mixture", "own"],
+                   help="what FUSE's weight phase minimizes (ftdfast.nas.fuse, weight_loss)")
     p.add_argument("--json", help="write the summary and every seed's record here")
     p.add_argument("--incumbent-study", action="store_true", help="instead: how often the previous winner wins "
                    "the next FUSE with Budget.incumbent 'keep' and 'reinit' (two-iteration searches)")
@@ -264,7 +266,8 @@ def main(argv=None) -> int:
     print(report(s, args))
     if args.json:
         settings = {k: getattr(args, k) for k in ("seeds", "first_seed", "candidates", "channels", "layers", "steps",
-                                                   "rounds", "batch_size", "batched", "threads", "quick")}
+                                                   "rounds", "batch_size", "batched", "threads", "quick",
+                                                   "weight_loss")}
         out = {**s, "settings": settings, "torch": torch.__version__, "records": records}
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")

@@ -24,13 +24,23 @@ space with no selection at all (a random member: the space's mean).
 the restricted search (FUSE in the space of ImageNet16-120's best cell, i.e. TA-NAS with that dictionary entry
 as the closest baseline; the distance step is not run here). Each pick is scored by the table's
 ``cifar10_test`` column, with its percentile among the 15,625 cells. Seeds: each method's search seed is
-``derive_seed(seed, method)``.
+``derive_seed(seed, method)``. ``--weight-loss-study`` instead runs FUSE with ``weight_loss="mixture"`` and
+``"own"`` on the same candidate pools (the second draws its seed under the first's name) and random search.
+
+**diagnose** (CPU training, minutes): why FUSE picks worse cells than random search in the general space. Per
+seed, FUSE in the general space as in **search** (alpha fitted to convergence, ``--alpha-steps``), again with
+``--few-alpha-steps`` (the old, unconverged alpha) and with ``weight_loss="own"``, and random search. For every
+pool it scores each candidate by the table and reports: the pool's mean and best cell, the pick's rank in its pool
+(1 = the pool's best by the table; chance is the pool's middle), how concentrated alpha is after the first round
+(largest softmax weight), whether the first round's argmax is the final pick (``locked_in``), and the rank of the
+candidate FUSE would pick by its *own* validation accuracy after the same training (``by_own_val``).
 
 Intervals: mean ± std over seeds and a t 95% interval of the mean.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -120,6 +130,10 @@ def load_cifar(args):
     return SplitData(x_tr, d.y_train[tr], x_te, d.y_test[te], int(d.num_classes), "cifar10")
 
 
+# a method that draws its search seed (so its candidate pools) under another method's name, for paired comparisons
+SAME_POOLS = {"FUSE, own losses, general space": "FUSE, general space"}
+
+
 def real_search(args) -> Dict[str, Any]:
     table = load_nasbench201(args.table)
     data = load_cifar(args)
@@ -133,6 +147,12 @@ def real_search(args) -> Dict[str, Any]:
                                                                        progress=False),
                "restricted (TA-NAS space of ImageNet16-120's best cell)":
                    lambda s: fuse_search(restricted, data, budget, seed=s, progress=False)}
+    if args.weight_loss_study:
+        own = dataclasses.replace(budget, weight_loss="own")
+        methods = {"FUSE, general space": methods["FUSE, general space"],
+                   "FUSE, own losses, general space": lambda s: fuse_search(general, data, own, seed=s,
+                                                                            progress=False),
+                   "random search, general space": methods["random search, general space"]}
     records: List[Dict[str, Any]] = []
 
     def result() -> Dict[str, Any]:
@@ -153,7 +173,7 @@ def real_search(args) -> Dict[str, Any]:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, run in methods.items():
             t0 = time.process_time()
-            out = run(derive_seed(seed, name))
+            out = run(derive_seed(seed, SAME_POOLS.get(name, name)))
             acc = table.accuracy(out.genotype, "cifar10_test")
             rec = {"seed": seed, "method": name, "cell": str(out.genotype), "cifar10_test": acc,
                    "percentile": table.percentile(acc, "cifar10_test"), "cpu_seconds": time.process_time() - t0}
@@ -165,10 +185,71 @@ def real_search(args) -> Dict[str, Any]:
     return result()
 
 
+def _pool_rank(table, genotypes, pick, column="cifar10_test") -> Dict[str, float]:
+    """The pick's rank in its pool by the table (1 = best), the pool's mean and best, the chance rank."""
+    accs = [table.accuracy(g, column) for g in genotypes]
+    mine = table.accuracy(pick, column)
+    return {"rank": 1 + sum(a > mine for a in accs), "pool": len(accs), "chance_rank": (len(accs) + 1) / 2,
+            "pool_mean": statistics.fmean(accs), "pool_best": max(accs), "pick": mine}
+
+
+def diagnose(args) -> Dict[str, Any]:
+    from ftdfast.nas import NB201Genotype
+    table = load_nasbench201(args.table)
+    data = load_cifar(args)
+    general = NB201Space()
+    common = dict(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
+                  channels=args.channels, layers=args.layers, batch_size=args.batch_size)
+    variants = {f"FUSE, alpha to convergence ({args.alpha_steps} steps)": Budget(alpha_steps=args.alpha_steps,
+                                                                                 **common),
+                f"FUSE, {args.few_alpha_steps} alpha steps per round": Budget(alpha_steps=args.few_alpha_steps,
+                                                                              **common),
+                "FUSE, own losses": Budget(alpha_steps=args.alpha_steps, weight_loss="own", **common)}
+    records: List[Dict[str, Any]] = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        s = derive_seed(seed, "FUSE, general space")       # the same search seed as the search mode's FUSE
+        for name, budget in variants.items():
+            t0 = time.process_time()
+            out = fuse_search(general, data, budget, seed=s, progress=False)
+            for h in out.history:
+                gs = [NB201Genotype.from_dict(g) for g in h["genotypes"]]
+                first = h["softmax_history"][1]
+                own = h["val_accuracy_history"][-1]
+                by_own = max(range(len(gs)), key=lambda k: own[k])
+                rec = {"seed": seed, "method": name, "iteration": h["iteration"],
+                       "cells": [str(g) for g in gs], "softmax_history": h["softmax_history"],
+                       "first_round_max_weight": max(first),
+                       "locked_in": max(range(len(first)), key=first.__getitem__) == h["best"],
+                       "by_own_val": _pool_rank(table, gs, gs[by_own])["rank"],
+                       **_pool_rank(table, gs, gs[h["best"]])}
+                records.append(rec)
+            print(f"seed {seed} {name}: pick {table.accuracy(out.genotype, 'cifar10_test'):.2f}% "
+                  f"({time.process_time() - t0:.0f} s CPU)", flush=True)
+        t0 = time.process_time()
+        out = random_search(general, data, Budget(alpha_steps=args.alpha_steps, **common),
+                            seed=derive_seed(seed, "random search, general space"), progress=False)
+        gs = [NB201Genotype.from_dict(h["genotype"]) for h in out.history]
+        records.append({"seed": seed, "method": "random search", "iteration": 0, "cells": [str(g) for g in gs],
+                        **_pool_rank(table, gs, out.genotype)})
+        print(f"seed {seed} random search: pick {table.accuracy(out.genotype, 'cifar10_test'):.2f}% "
+              f"({time.process_time() - t0:.0f} s CPU)", flush=True)
+        if args.json:
+            atomic_write_text(args.json, json.dumps({"records": records}, indent=1) + "\n")
+    summary: Dict[str, Any] = {}
+    for name in list(variants) + ["random search"]:
+        rs = [r for r in records if r["method"] == name]
+        summary[name] = {k: stats([float(r[k]) for r in rs]) for k in
+                         ("rank", "chance_rank", "pool_mean", "pool_best", "pick", "first_round_max_weight",
+                          "locked_in", "by_own_val") if all(k in r for r in rs)}
+        summary[name]["records"] = len(rs)
+    return {"budget": common, "data": {"train": args.train, "size": args.size}, "summary": summary,
+            "records": records}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for name in ("simulate", "search"):
+    for name in ("simulate", "search", "diagnose"):
         q = sub.add_parser(name)
         q.add_argument("--table", default=DEFAULT_TABLE)
         q.add_argument("--json", help="write the results here")
@@ -177,7 +258,47 @@ def main(argv=None) -> int:
     sim.add_argument("--seeds", type=int, default=200)
     sim.add_argument("--candidates", type=int, default=6, help="cells each search weighs")
     sim.add_argument("--weak", type=int, default=6, help="random cells the weak dictionary's search weighs")
-    se = sub.choices["search"]
+    for se in (sub.choices["search"], sub.choices["diagnose"]):
+        _real_search_options(se)
+    sub.choices["search"].add_argument("--weight-loss-study", action="store_true",
+                                       help="FUSE with weight_loss 'mixture' and 'own' on the same candidate pools, "
+                                       "and random search (instead of the restricted search)")
+    dg = sub.choices["diagnose"]
+    dg.add_argument("--alpha-steps", type=int, default=200)
+    dg.add_argument("--few-alpha-steps", type=int, default=10, help="the old, unconverged alpha phase")
+    args = p.parse_args(argv)
+    if not os.path.exists(args.table):
+        p.error(f"--table {args.table}: no such file")
+    if args.mode == "simulate":
+        out = simulate(args)
+        print(f"TA-NAS on the NAS-Bench-201 table: target CIFAR-100, {out['seeds']} seeds, {out['candidates']} "
+              f"candidates per search; dictionary cells {out['dictionary']}; cifar100_test (%) of the pick:")
+        for k, v in out["results"].items():
+            print(f"  {k:<75} {fmt(v)}  percentile {v['percentile_mean']:.1f}")
+    elif args.mode == "diagnose":
+        torch.set_num_threads(args.threads)
+        out = diagnose(args)
+        print("Per FUSE run (and per random search): the pick's rank in its pool by cifar10_test (1 = best):")
+        for k, v in out["summary"].items():
+            print(f"  {k} ({v['records']} pools):")
+            for q, st in v.items():
+                if q != "records":
+                    print(f"    {q:<24} {fmt(st)}")
+    else:
+        torch.set_num_threads(args.threads)
+        out = real_search(args)
+        print(f"NAS-Bench-201 space, CIFAR-10 subset ({args.train} images at {args.size}x{args.size}), "
+              f"{out['seeds']} seeds; the pick's table accuracy (cifar10_test, %; table mean "
+              f"{out['table_mean_cifar10_test']:.2f}):")
+        for k, v in out["summary"].items():
+            print(f"  {k:<60} {fmt(v['cifar10_test'])}; percentile {fmt(v['percentile'])}; "
+                  f"{v['cpu_seconds']:.0f} s CPU")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+def _real_search_options(se) -> None:
     se.add_argument("--seeds", type=int, default=10)
     se.add_argument("--cifar", default=DEFAULT_CIFAR)
     se.add_argument("--train", type=int, default=2500)
@@ -191,27 +312,6 @@ def main(argv=None) -> int:
     se.add_argument("--layers", type=int, default=1, help="cells per stage")
     se.add_argument("--batch-size", type=int, default=64)
     se.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
-    if not os.path.exists(args.table):
-        p.error(f"--table {args.table}: no such file")
-    if args.mode == "simulate":
-        out = simulate(args)
-        print(f"TA-NAS on the NAS-Bench-201 table: target CIFAR-100, {out['seeds']} seeds, {out['candidates']} "
-              f"candidates per search; dictionary cells {out['dictionary']}; cifar100_test (%) of the pick:")
-        for k, v in out["results"].items():
-            print(f"  {k:<75} {fmt(v)}  percentile {v['percentile_mean']:.1f}")
-    else:
-        torch.set_num_threads(args.threads)
-        out = real_search(args)
-        print(f"NAS-Bench-201 space, CIFAR-10 subset ({args.train} images at {args.size}x{args.size}), "
-              f"{out['seeds']} seeds; the pick's table accuracy (cifar10_test, %; table mean "
-              f"{out['table_mean_cifar10_test']:.2f}):")
-        for k, v in out["summary"].items():
-            print(f"  {k:<60} {fmt(v['cifar10_test'])}; percentile {fmt(v['percentile'])}; "
-                  f"{v['cpu_seconds']:.0f} s CPU")
-    if args.json:
-        atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

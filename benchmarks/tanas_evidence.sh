@@ -6,7 +6,9 @@
 # Resumable: the dictionary and every finished comparison row are files under OUT; rerun to continue.
 # Settings (environment variables, defaults in brackets):
 #   DATASETS ["mnist cifar10"]   SEARCH_SEEDS ["0 1 2"]   FINAL_SEEDS ["0,1,2"]   DIST_SEEDS [3]
-#   MAX_TRAIN [10000]   MAX_TEST [2000]   EPOCHS [3]   HAND ["vgg16,resnet18,densenet121"]   HAND_WIDTH [0.25]
+#   MAX_TRAIN [10000]   MAX_TEST [2000]   EPOCHS [3] (final training)   HAND ["vgg16,resnet18"]   HAND_WIDTH [0.25]
+#   DIST_EPOCHS [20]   EPSILON [0.02] (the distance's networks: the task-distance defaults, epsilon mode)
+#   REPORT [1] (0: skip the dictionary's quality report; a later rerun with REPORT=1 adds it)   REPORT_EPOCHS [EPOCHS]
 #   BUDGET ["--iterations 2 --candidates 4 --rounds 3 --w-steps 20 --channels 8 --layers 3"]
 #   PYTHON [.venv/bin/python]
 # Not measured end to end: the 2026-11-28 single-seed run at a smaller budget took 55 min for CIFAR-10 on the
@@ -26,9 +28,15 @@ DIST_SEEDS=${DIST_SEEDS:-3}
 MAX_TRAIN=${MAX_TRAIN:-10000}
 MAX_TEST=${MAX_TEST:-2000}
 EPOCHS=${EPOCHS:-3}
-HAND=${HAND:-vgg16,resnet18,densenet121}
+REPORT_EPOCHS=${REPORT_EPOCHS:-$EPOCHS}
+REPORT=${REPORT:-1}
+DIST_EPOCHS=${DIST_EPOCHS:-20}
+EPSILON=${EPSILON:-0.02}
+HAND=${HAND:-vgg16,resnet18}
 HAND_WIDTH=${HAND_WIDTH:-0.25}
 read -r -a BUDGET <<< "${BUDGET:---iterations 2 --candidates 4 --rounds 3 --w-steps 20 --channels 8 --layers 3}"
+NO_REPORT=()
+[ "$REPORT" = 0 ] && NO_REPORT=(--no-report)
 DATA_ARGS=()
 [ -n "$DATA" ] && DATA_ARGS=(--data-dir "$DATA")
 
@@ -37,7 +45,8 @@ for ds in $DATASETS; do
   start=$(date +%s)
   # the dictionary (baselines 0, 1, 3), with its quality report; DIST_SEEDS seeds of the task distance
   "$PY" -m ftdfast dictionary build --dataset "$ds" "${DATA_ARGS[@]}" --tasks 0,1,3 --max-train "$MAX_TRAIN" \
-      --max-test "$MAX_TEST" --seeds "$DIST_SEEDS" --epochs "$EPOCHS" --out "$OUT/$ds/dictionary.json" \
+      --max-test "$MAX_TEST" --seeds "$DIST_SEEDS" --epochs "$DIST_EPOCHS" --epsilon "$EPSILON" \
+      --report-epochs "$REPORT_EPOCHS" "${NO_REPORT[@]}" --out "$OUT/$ds/dictionary.json" \
       --no-progress "${BUDGET[@]}" | tee "$OUT/$ds/dictionary_report.md"
   first=1
   folders=()

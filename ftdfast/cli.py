@@ -47,6 +47,17 @@ def _positive(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
 def _first_line(error: BaseException) -> str:
     """``"Type: first line of the message"``, without torch's advice to retry with weights_only=False."""
     first = (str(error).splitlines() or [""])[0]
@@ -185,7 +196,7 @@ def _budget(args):
     from .nas.search import Budget
     return Budget(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
                   alpha_steps=args.alpha_steps, channels=args.channels, layers=args.layers,
-                  seconds=args.budget_seconds, incumbent=args.incumbent)
+                  seconds=args.budget_seconds, incumbent=args.incumbent, weight_loss=args.weight_loss)
 
 
 def _indices(text: str, option: str = "--tasks"):
@@ -205,15 +216,16 @@ def cmd_dictionary(args) -> int:
     d = build_task_dictionary(args.dataset, data_dir=args.data_dir, tasks=_indices(args.tasks), out=args.out,
                               budget=budget, arch=args.arch, seeds=args.seeds, epochs=args.epochs,
                               max_train=args.max_train, max_test=args.max_test, device=args.device,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, epsilon=args.epsilon)
     print(f"wrote {args.out}")
     if not args.no_report:
         _, baselines = _paper_task_data(args.dataset, args.data_dir, _indices(args.tasks), max_train=args.max_train,
                                         max_test=args.max_test)
-        rows = dictionary_report(d, baselines, epochs=args.epochs, budget=budget, device=args.device,
+        epochs = args.report_epochs or args.epochs
+        rows = dictionary_report(d, baselines, epochs=epochs, budget=budget, device=args.device,
                                  progress=not args.no_progress)
         print(f"\nDictionary quality: each baseline's cell against the candidates its search weighed, each trained "
-              f"alone for {args.epochs} epochs (test accuracy)\n" + report_markdown(rows))
+              f"alone for {epochs} epochs (test accuracy)\n" + report_markdown(rows))
     return 0
 
 
@@ -285,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most full-batch alpha steps per FUSE round (alpha stops earlier once it converges)")
     g.add_argument("--incumbent", default="reinit", choices=["reinit", "keep"],
                    help="the previous winner enters the next FUSE re-initialized (default) or with its weights")
+    g.add_argument("--weight-loss", default="mixture", choices=["mixture", "own"],
+                   help="what FUSE's weight phase minimizes: the mixture's loss (the paper's FUSE, default) or each "
+                   "candidate's own loss")
     g.add_argument("--channels", type=_count, default=8, help="skeleton width of searched networks")
     g.add_argument("--layers", type=_count, default=3, help="cells in the skeleton")
     g.add_argument("--budget-seconds", type=_positive, help="wall-time cap of one search")
@@ -306,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--max-test", type=_count, help="use N test images (a seeded random sample)")
     db.add_argument("--out", default="dictionary.json")
     db.add_argument("--no-report", action="store_true", help="skip the quality report (each baseline's cell and "
-                    "its search's candidates trained alone for --epochs)")
+                    "its search's candidates trained alone for --report-epochs)")
+    db.add_argument("--epsilon", type=_fraction, help="train the task distance's networks as the distance defaults "
+                    "do: until test accuracy >= 1 - EPSILON or a plateau, at most --epochs (default: exactly --epochs)")
+    db.add_argument("--report-epochs", type=_count, help="training epochs of each network in the quality report "
+                    "(default: --epochs)")
     db.set_defaults(func=cmd_dictionary)
 
     se = sub.add_parser("search", parents=[budget, tn], help="task-aware search for a target task, compared with "

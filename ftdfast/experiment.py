@@ -10,6 +10,8 @@ diagonals cached under ``out/cache``, so a rerun resumes) -> in ``out``:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import time
 from dataclasses import dataclass, field
@@ -201,8 +203,13 @@ def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = 
                           tasks: Sequence[int] = (0, 1, 3), out: str = "dictionary.json", budget=None,
                           arch: str = "small_cnn", seeds: int = 3, epochs: int = 2,
                           max_train: Optional[int] = None, max_test: Optional[int] = None, device=None,
-                          cache_dir: Optional[str] = None, progress: bool = True, log=print):
+                          cache_dir: Optional[str] = None, progress: bool = True, log=print,
+                          epsilon: Optional[float] = None):
     """Build (or resume) a TA-NAS dictionary from the paper tasks ``tasks`` of ``dataset``.
+
+    The task distance's networks train for ``epochs`` epochs; with ``epsilon``, in the epsilon mode of the
+    distance defaults (:data:`ftdfast.distance.matrix.DEFAULT_CONFIG`: until test accuracy >= 1 - epsilon or
+    a plateau, at most ``epochs``). The target's networks in a later search are trained the same way.
 
     ``cache_dir`` (default: ``cache/`` beside ``out``) keeps the epsilon-networks and Fisher diagonals of the
     distances; point it at a distance experiment's cache to reuse its networks."""
@@ -210,7 +217,12 @@ def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = 
     data, baselines = _paper_task_data(dataset, data_dir, tasks, max_train=max_train, max_test=max_test)
     cache = cache_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
     log(f"dictionary: FUSE search in the general space for {', '.join(t.task.name for t in baselines)}")
-    d = build_dictionary(baselines, budget=budget, arch=arch, seeds=seeds, config=TrainConfig(epochs=epochs),
+    if epsilon is None:
+        config = TrainConfig(epochs=epochs)
+    else:
+        from .distance.matrix import DEFAULT_CONFIG
+        config = dataclasses.replace(DEFAULT_CONFIG, epochs=epochs, epsilon=epsilon)
+    d = build_dictionary(baselines, budget=budget, arch=arch, seeds=seeds, config=config,
                          cache_dir=cache, device=device, path=out, progress=progress)
     d.meta.update({"dataset": dataset, "data_dir": data_dir, "tasks": list(tasks), "max_train": max_train,
                    "max_test": max_test})

@@ -24,7 +24,7 @@ import torch
 
 from ..progress import progress_bar
 from ..train import TrainConfig, train_model
-from .fuse import FuseResult, fuse, split_train_val
+from .fuse import WEIGHT_LOSSES, FuseResult, fuse, split_train_val
 from .seeds import derive_seed
 
 INCUMBENT_POLICIES = ("reinit", "keep")
@@ -55,6 +55,7 @@ class Budget:
     layers: int = 3
     seconds: Optional[float] = None
     incumbent: str = "reinit"
+    weight_loss: str = "mixture"
 
     def __post_init__(self):
         for name in ("iterations", "candidates", "rounds", "w_steps", "alpha_steps", "batch_size", "channels",
@@ -66,6 +67,8 @@ class Budget:
             raise ValueError(f"Budget.seconds must be positive or None, got {self.seconds!r}")
         if self.incumbent not in INCUMBENT_POLICIES:
             raise ValueError(f"Budget.incumbent must be one of {INCUMBENT_POLICIES}, got {self.incumbent!r}")
+        if self.weight_loss not in WEIGHT_LOSSES:
+            raise ValueError(f"Budget.weight_loss must be one of {WEIGHT_LOSSES}, got {self.weight_loss!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -158,7 +161,7 @@ def fuse_search(space, task_data, budget: Budget, *, seed: int = 0, val_fraction
             res: FuseResult = fuse(cands, train, val, num_classes=task_data.num_classes,
                                    rounds=budget.rounds, w_steps=budget.w_steps, alpha_steps=budget.alpha_steps,
                                    batch_size=budget.batch_size, seed=derive_seed(seed, "fuse", it), device=device,
-                                   progress=False, checkpoint=ckpt)
+                                   progress=False, checkpoint=ckpt, weight_loss=budget.weight_loss)
             best = res.best_index
             incumbent, incumbent_g = res.best_module, genotypes[best]
             record = res.to_dict()

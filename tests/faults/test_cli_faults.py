@@ -64,6 +64,12 @@ CASES = [
     ("search-hand-width-nan", ["search", "--dictionary", "d.json", "--target", "digits:2", "--hand-width", "nan"],
      "--hand-width: must be a finite number > 0"),
     ("dictionary-w-steps-0", ["dictionary", "build", "--w-steps", "0"], "--w-steps: must be an integer >= 1"),
+    ("dictionary-report-epochs-0", ["dictionary", "build", "--report-epochs", "0"],
+     "--report-epochs: must be an integer >= 1"),
+    ("dictionary-epsilon-1", ["dictionary", "build", "--epsilon", "1"], "--epsilon: must be a number in (0, 1)"),
+    ("dictionary-epsilon-text", ["dictionary", "build", "--epsilon", "x"], "--epsilon: must be a number in (0, 1)"),
+    ("search-weight-loss", ["search", "--dictionary", "d.json", "--target", "digits:2", "--weight-loss", "sum"],
+     "--weight-loss: invalid choice"),
 ]
 
 

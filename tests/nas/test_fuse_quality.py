@@ -46,11 +46,13 @@ def test_wilson_and_t_interval():
     assert Q.mean_interval([0.5]) == (0.5, None)
 
 
-def test_tiny_run_writes_the_json(tmp_path, capsys):
+@pytest.mark.parametrize("weight_loss", ["mixture", "own"])
+def test_tiny_run_writes_the_json(tmp_path, capsys, weight_loss):
     path = tmp_path / "q.json"
     assert Q.main(["--seeds", "2", "--candidates", "3", "--channels", "2", "--layers", "1", "--steps", "4",
-                   "--rounds", "2", "--json", str(path)]) == 0
+                   "--rounds", "2", "--weight-loss", weight_loss, "--json", str(path)]) == 0
     out = json.loads(path.read_text())
+    assert out["settings"]["weight_loss"] == weight_loss
     for key in ("top_quartile_rate", "chance", "spearman_mean", "seeds"):
         assert key in out
     assert out["seeds"] == 2 and len(out["records"]) == 2 and 1 / 3 <= out["chance"] <= 1

@@ -89,12 +89,22 @@ def test_regression_task_is_refused(tasks):
         S.random_search(SearchSpace(), Reg(), TINY)
 
 
-@pytest.mark.parametrize("kw", [{"iterations": 0}, {"candidates": -1}, {"seconds": 0}, {"incumbent": "warm"}])
+@pytest.mark.parametrize("kw", [{"iterations": 0}, {"candidates": -1}, {"seconds": 0}, {"incumbent": "warm"},
+                                {"weight_loss": "alone"}])
 def test_bad_budget(kw):
     with pytest.raises(ValueError, match="Budget"):
         Budget(**kw)
 
 
+def test_budget_weight_loss_reaches_fuse(tasks, monkeypatch):
+    seen = []
+    real = S.fuse
+    monkeypatch.setattr(S, "fuse", lambda *a, **k: seen.append(k["weight_loss"]) or real(*a, **k))
+    S.fuse_search(SearchSpace(), tasks[2], Budget(**{**TINY_BUDGET, "weight_loss": "own"}), progress=False)
+    assert seen == ["own"] * TINY.iterations
+    assert Budget().weight_loss == "mixture"          # the paper's FUSE stays the default (docs/nas/README.md)
+
+
 def test_budget_round_trip():
-    b = Budget(iterations=3, incumbent="keep", seconds=5.0)
+    b = Budget(iterations=3, incumbent="keep", seconds=5.0, weight_loss="own")
     assert Budget.from_dict(b.to_dict()) == b

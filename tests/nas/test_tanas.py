@@ -81,9 +81,12 @@ def test_cli_dictionary_and_search(tmp_path, capsys):
     small = ["--iterations", "1", "--candidates", "2", "--rounds", "1", "--w-steps", "2", "--alpha-steps", "20",
              "--channels", "4", "--epochs", "1", "--no-progress"]
     path = str(tmp_path / "dict.json")
-    assert main(["dictionary", "build", "--tasks", "0,3", "--max-train", "300", "--max-test", "90", "--out", path]
-                + small) == 0
+    assert main(["dictionary", "build", "--tasks", "0,3", "--max-train", "300", "--max-test", "90", "--out", path,
+                 "--report-epochs", "2", "--epsilon", "0.5"] + small) == 0
     out = capsys.readouterr().out
+    assert "trained alone for 2 epochs" in out       # --report-epochs, apart from --epochs 1
+    config = T.TaskDictionary.load(path).distance["config"]     # --epsilon: the distance defaults' epsilon mode
+    assert config["until_epsilon"] and config["epsilon"] == 0.5 and config["epochs"] == 1
     assert "Dictionary quality" in out and "| its cell (%) | best candidate (%) | median candidate (%)" in out
     assert main(["search", "--dictionary", path, "--target", "digits:2", "--hand-designed", "", "--seed", "3",
                  "--final-seeds", "0,1", "--out", str(tmp_path / "search")] + small) == 0
