@@ -174,15 +174,25 @@ def summarize_runs(folders: Sequence[str], title: str = "") -> str:
     interval of the mean with the search seeds as the independent units (each seed's mean over its final
     seeds); hand-designed rows (no search) use their final seeds as the units. Search and distance times are
     means over search seeds. "n/a" where there is one unit only.
+
+    Below the table, for every other searched method found in the same folders as TA-NAS: the difference
+    TA-NAS minus that method paired by search seed (one folder = one seed), its 95% t interval and how many
+    seeds TA-NAS won, with a verdict: "TA-NAS ahead" or "behind" when the interval excludes 0, else "tie
+    within noise".
     """
     order = {"row_ta_nas.json": 0, "row_fuse_general.json": 1, "row_random_general.json": 2}
     by_method: Dict[str, List[Dict[str, Any]]] = {}
+    by_folder: List[Dict[str, float]] = []        # per folder (search seed): method -> mean over final seeds
     for folder in folders:
+        seen: Dict[str, float] = {}
         for name in sorted(os.listdir(folder), key=lambda n: (order.get(n, 3), n)):
             if name.startswith("row_") and name.endswith(".json"):
                 row = _load_row(os.path.join(folder, name))
                 if row is not None:
                     by_method.setdefault(row["method"], []).append(row)
+                    if row.get("genotype") is not None:
+                        seen[row["method"]] = statistics.fmean(row["test_accuracy_per_seed"])
+        by_folder.append(seen)
     if not by_method:
         raise ValueError(f"no row_*.json files in {list(folders)}: run `ftdfast search --out FOLDER` first")
     lines = ([f"### {title}", ""] if title else []) + [
@@ -207,4 +217,27 @@ def summarize_runs(folders: Sequence[str], title: str = "") -> str:
             return f"{statistics.fmean(v):.0f}" if v else "-"
         lines.append(f"| {method} | {len(rows) if searched else '-'} | {len(rows[0]['test_accuracy_per_seed'])} | "
                      f"{100 * mean:.2f} ± {std} | {ci} | {avg('search_seconds')} | {avg('distance_seconds')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _paired_lines(by_folder)) + "\n"
+
+
+def _paired_lines(by_folder: Sequence[Dict[str, float]], ours: str = "TA-NAS (ours)") -> List[str]:
+    """TA-NAS minus each other searched method, paired by search seed (see :func:`summarize_runs`)."""
+    others = sorted({m for seen in by_folder for m in seen if m != ours})
+    out: List[str] = []
+    for m in others:
+        diffs = [seen[ours] - seen[m] for seen in by_folder if ours in seen and m in seen]
+        if not diffs:
+            continue
+        mean = statistics.fmean(diffs)
+        wins = sum(d > 0 for d in diffs)
+        if len(diffs) > 1:
+            t = _T975[len(diffs) - 2] if len(diffs) - 1 <= len(_T975) else 1.96
+            half = t * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            lo, hi = mean - half, mean + half
+            verdict = "TA-NAS ahead" if lo > 0 else "TA-NAS behind" if hi < 0 else "tie within noise"
+            ci = f"95% interval {100 * lo:+.2f} to {100 * hi:+.2f}: {verdict}"
+        else:
+            ci = "one search seed: no interval"
+        out.append(f"- TA-NAS minus {m}, paired by search seed: {100 * mean:+.2f} points ({ci}; TA-NAS higher "
+                   f"in {wins} of {len(diffs)} seeds)")
+    return ([""] + out) if out else []
