@@ -31,9 +31,10 @@ as the closest baseline; the distance step is not run here). Each pick is scored
 seed, FUSE in the general space as in **search** (alpha fitted to convergence, ``--alpha-steps``), again with
 ``--few-alpha-steps`` (the old, unconverged alpha) and with ``weight_loss="own"``, and random search. For every
 pool it scores each candidate by the table and reports: the pool's mean and best cell, the pick's rank in its pool
-(1 = the pool's best by the table; chance is the pool's middle), how concentrated alpha is after the first round
-(largest softmax weight), whether the first round's argmax is the final pick (``locked_in``), and the rank of the
-candidate FUSE would pick by its *own* validation accuracy after the same training (``by_own_val``).
+(1 = the pool's best by the table; chance is the pool's middle) and its gain over the pool's mean (0 on average
+for a random member), how concentrated alpha is after the first round (largest softmax weight), whether the
+first round's argmax is the final pick (``locked_in``), and the rank of the candidate FUSE would pick by its *own*
+validation accuracy after the same training (``by_own_val``).
 
 Intervals: mean ± std over seeds and a t 95% interval of the mean.
 """
@@ -189,8 +190,9 @@ def _pool_rank(table, genotypes, pick, column="cifar10_test") -> Dict[str, float
     """The pick's rank in its pool by the table (1 = best), the pool's mean and best, the chance rank."""
     accs = [table.accuracy(g, column) for g in genotypes]
     mine = table.accuracy(pick, column)
+    mean = statistics.fmean(accs)
     return {"rank": 1 + sum(a > mine for a in accs), "pool": len(accs), "chance_rank": (len(accs) + 1) / 2,
-            "pool_mean": statistics.fmean(accs), "pool_best": max(accs), "pick": mine}
+            "pool_mean": mean, "pool_best": max(accs), "pick": mine, "gain": mine - mean}
 
 
 def diagnose(args) -> Dict[str, Any]:
@@ -239,7 +241,7 @@ def diagnose(args) -> Dict[str, Any]:
     for name in list(variants) + ["random search"]:
         rs = [r for r in records if r["method"] == name]
         summary[name] = {k: stats([float(r[k]) for r in rs]) for k in
-                         ("rank", "chance_rank", "pool_mean", "pool_best", "pick", "first_round_max_weight",
+                         ("rank", "chance_rank", "pool_mean", "pool_best", "pick", "gain", "first_round_max_weight",
                           "locked_in", "by_own_val") if all(k in r for r in rs)}
         summary[name]["records"] = len(rs)
     return {"budget": common, "data": {"train": args.train, "size": args.size}, "summary": summary,
