@@ -36,6 +36,11 @@ for a random member), how concentrated alpha is after the first round (largest s
 first round's argmax is the final pick (``locked_in``), and the rank of the candidate FUSE would pick by its *own*
 validation accuracy after the same training (``by_own_val``).
 
+**curves** (CPU training, a minute): the learning curves behind one FUSE pool. The pool of ``--iteration`` of the
+general-space FUSE search of ``--seed`` (as **search** draws it, the incumbent left out), each candidate trained
+alone on the search's training split for ``--epochs`` epochs, its validation accuracy printed after each, beside
+its table accuracy: do the cells that lead after a few steps (where FUSE picks) lead at the end?
+
 Intervals: mean ± std over seeds and a t 95% interval of the mean.
 """
 from __future__ import annotations
@@ -248,10 +253,35 @@ def diagnose(args) -> Dict[str, Any]:
             "records": records}
 
 
+def curves(args) -> List[Dict[str, Any]]:
+    from ftdfast.nas.search import _network, _train_val
+    from ftdfast.train import TrainConfig, train_model
+    table = load_nasbench201(args.table)
+    data = load_cifar(args)
+    budget = Budget(channels=args.channels, layers=args.layers, batch_size=args.batch_size)
+    s = derive_seed(args.seed, "FUSE, general space")          # the search seed of the search mode's FUSE
+    pool = NB201Space().sample_many(args.candidates, seed=derive_seed(s, "pool", args.iteration))
+    train, val = _train_val(data, 0.2, s)
+    split = SplitData(*train, *val, int(data.num_classes), "cifar10/curves")
+    rows = []
+    for k, g in enumerate(pool):
+        net = _network(NB201Space(), g, budget, data, derive_seed(s, "init", args.iteration, k))
+        accs = [100 * float(train_model(net, split, TrainConfig(epochs=1, batch_size=args.batch_size),
+                                        seed=derive_seed(s, "curves", k, e), progress=False).test_accuracy)
+                for e in range(args.epochs)]
+        rows.append({"cell": str(g), "table": table.accuracy(g, "cifar10_test"), "val_accuracy": accs})
+        print(f"table {rows[-1]['table']:.1f}%  validation accuracy after each epoch of "
+              f"{-(-len(train[1]) // args.batch_size)} steps: {', '.join(f'{a:.1f}' for a in accs)}  {g}", flush=True)
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"seed": args.seed, "iteration": args.iteration, "rows": rows},
+                                                indent=1) + "\n")
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for name in ("simulate", "search", "diagnose"):
+    for name in ("simulate", "search", "diagnose", "curves"):
         q = sub.add_parser(name)
         q.add_argument("--table", default=DEFAULT_TABLE)
         q.add_argument("--json", help="write the results here")
@@ -260,8 +290,12 @@ def main(argv=None) -> int:
     sim.add_argument("--seeds", type=int, default=200)
     sim.add_argument("--candidates", type=int, default=6, help="cells each search weighs")
     sim.add_argument("--weak", type=int, default=6, help="random cells the weak dictionary's search weighs")
-    for se in (sub.choices["search"], sub.choices["diagnose"]):
+    for se in (sub.choices["search"], sub.choices["diagnose"], sub.choices["curves"]):
         _real_search_options(se)
+    cu = sub.choices["curves"]
+    cu.add_argument("--seed", type=int, default=0)
+    cu.add_argument("--iteration", type=int, default=0, help="which FUSE run's pool")
+    cu.add_argument("--epochs", type=int, default=4)
     sub.choices["search"].add_argument("--weight-loss-study", action="store_true",
                                        help="FUSE with weight_loss 'mixture' and 'own' on the same candidate pools, "
                                        "and random search (instead of the restricted search)")
@@ -277,6 +311,10 @@ def main(argv=None) -> int:
               f"candidates per search; dictionary cells {out['dictionary']}; cifar100_test (%) of the pick:")
         for k, v in out["results"].items():
             print(f"  {k:<75} {fmt(v)}  percentile {v['percentile_mean']:.1f}")
+    elif args.mode == "curves":
+        torch.set_num_threads(args.threads)
+        curves(args)
+        return 0
     elif args.mode == "diagnose":
         torch.set_num_threads(args.threads)
         out = diagnose(args)
