@@ -11,11 +11,12 @@
 #   REPORT [1] (0: skip the dictionary's quality report; a later rerun with REPORT=1 adds it)   REPORT_EPOCHS [EPOCHS]
 #   BUDGET ["--iterations 2 --candidates 4 --rounds 3 --w-steps 20 --channels 8 --layers 3"]
 #   PYTHON [.venv/bin/python]
-# Not measured end to end: the 2026-11-28 single-seed run at a smaller budget took 55 min for CIFAR-10 on the
-# shared 2-core CPU, so these defaults (3 search x 3 final seeds) take several hours per dataset there; lower
-# SEARCH_SEEDS/FINAL_SEEDS/BUDGET/MAX_TRAIN to fit. Smoke test (a few minutes):
-#   DATASETS=digits MAX_TRAIN=300 MAX_TEST=90 EPOCHS=1 SEARCH_SEEDS="0 1 2" FINAL_SEEDS=0,1,2 DIST_SEEDS=3 \
-#   HAND=small_cnn HAND_WIDTH=1 BUDGET="--iterations 1 --candidates 2 --rounds 1 --w-steps 3 --channels 4 --layers 3" \
+# Measured (2026-12-07, docs/nas/README.md): MNIST took 88 min wall and CIFAR-10 about 95 min with the defaults
+# (REPORT=0), each on one torch thread while 2-4 other jobs shared the 2 cores; the dictionary's quality report
+# (REPORT=1) adds about 25 (MNIST) and 35 (CIFAR-10) minutes of one core. Smoke test (under a minute):
+#   DATASETS=digits MAX_TRAIN=300 MAX_TEST=90 EPOCHS=1 SEARCH_SEEDS="0" FINAL_SEEDS=0,1 DIST_SEEDS=2 DIST_EPOCHS=2 \
+#   REPORT=0 HAND=small_cnn HAND_WIDTH=1 \
+#   BUDGET="--iterations 1 --candidates 2 --rounds 1 --w-steps 3 --channels 4 --layers 3" \
 #   benchmarks/tanas_evidence.sh "" /tmp/tanas-smoke
 set -euo pipefail
 DATA=${1:-../shared/datasets}
@@ -64,6 +65,7 @@ import sys
 from ftdfast.nas.evaluate import summarize_runs
 ds, seconds, folders = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 print(summarize_runs(folders, title=f"Task-aware search for {ds}:2 over {len(folders)} search seeds"))
-print(f"Wall time of this dataset (dictionary, searches, final training): {seconds} s.")
+print(f"Wall time of this invocation for this dataset (dictionary, searches, final training; a resumed run "
+      f"counts only what it computed): {seconds} s.")
 PYEOF
 done
