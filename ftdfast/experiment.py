@@ -10,11 +10,9 @@ diagonals cached under ``out/cache``, so a rerun resumes) -> in ``out``:
 """
 from __future__ import annotations
 
-import dataclasses
-
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
 
 from .atomic import atomic_write_text
@@ -221,7 +219,7 @@ def build_task_dictionary(dataset: str = "digits", *, data_dir: Optional[str] = 
         config = TrainConfig(epochs=epochs)
     else:
         from .distance.matrix import DEFAULT_CONFIG
-        config = dataclasses.replace(DEFAULT_CONFIG, epochs=epochs, epsilon=epsilon)
+        config = replace(DEFAULT_CONFIG, epochs=epochs, epsilon=epsilon)
     d = build_dictionary(baselines, budget=budget, arch=arch, seeds=seeds, config=config,
                          cache_dir=cache, device=device, path=out, progress=progress)
     d.meta.update({"dataset": dataset, "data_dir": data_dir, "tasks": list(tasks), "max_train": max_train,

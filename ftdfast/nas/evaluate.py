@@ -234,7 +234,8 @@ def _paired_lines(by_folder: Sequence[Dict[str, float]], ours: str = "TA-NAS (ou
             t = _T975[len(diffs) - 2] if len(diffs) - 1 <= len(_T975) else 1.96
             half = t * statistics.stdev(diffs) / math.sqrt(len(diffs))
             lo, hi = mean - half, mean + half
-            verdict = "TA-NAS ahead" if lo > 0 else "TA-NAS behind" if hi < 0 else "not separated, the interval holds 0"
+            verdict = ("TA-NAS ahead" if lo > 0 else "TA-NAS behind" if hi < 0
+                       else "not separated, the interval holds 0")
             ci = f"95% interval {100 * lo:+.2f} to {100 * hi:+.2f}: {verdict}"
         else:
             ci = "one search seed: no interval"

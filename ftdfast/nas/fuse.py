@@ -22,9 +22,11 @@ candidates co-adapt. ``"own"``: the sum of the candidates' own cross-entropies, 
 as it would alone on the same batches, and alpha (still fitted to the mixture on validation data after every
 round) only reads the result; the stopping rules are off, since stopping early would only shorten the training.
 On NAS-Bench-201 (10 seeds, ``docs/nas/README.md``) "own" picked better cells than "mixture" on average
-(+5.7 points of table accuracy) but not significantly (95% interval -1.0 to +12.3), and both picked worse cells than
-random search at the same budget; the default stays the paper's. The result keeps alpha's history and, per round, every candidate's own validation loss and
-accuracy (computed from the same logits), so a pick can be audited.
+(+5.7 points of table accuracy) but not significantly (95% interval -1.0 to +12.3), and both picked worse cells
+than random search at the same budget; the default stays the paper's.
+
+The result keeps alpha's history and, per round, every candidate's own validation loss and accuracy (computed
+from the same logits), so a pick can be audited.
 
 **Equal terms.** Genotype candidates are built with fresh weights (seeded by ``seed`` and their index); a
 module candidate is used as it is (trained in place). A search that passes last iteration's trained winner
@@ -71,6 +73,7 @@ from .seeds import derive_seed
 Data = Tuple[torch.Tensor, torch.Tensor]
 CHECKPOINT_FORMAT = "ftdfast.nas.fuse"
 CHECKPOINT_VERSION = 3
+WEIGHT_LOSSES = ("mixture", "own")       # what the weight phase minimizes (see the module docstring)
 
 
 # ---------------------------------------------------------------------- data helpers
@@ -397,9 +400,6 @@ def _build(cand: Any, k: int, seed: int, skeleton: Dict[str, int]) -> Tuple[nn.M
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "candidate", k))
         return Network(g, **skeleton), g
-
-
-WEIGHT_LOSSES = ("mixture", "own")
 
 
 def _check_settings(candidates, rounds, w_steps, alpha_steps, batch_size, val_batch_size, threshold, tol,

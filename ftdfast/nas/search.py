@@ -44,6 +44,9 @@ class Budget:
     with its trained weights; it then starts ahead of candidates that have had no training, and on digits
     it won 6 of 6 runs that way (3 of 6 re-initialized; issue 14), so "keep" measures the head start, not
     the cell.
+
+    weight_loss: what FUSE's weight phase minimizes, ``"mixture"`` (the default, the paper's) or ``"own"``
+    (each candidate its own loss); see :mod:`ftdfast.nas.fuse`. Random search ignores it.
     """
     iterations: int = 2
     candidates: int = 4
