@@ -72,7 +72,7 @@ from .seeds import derive_seed
 
 Data = Tuple[torch.Tensor, torch.Tensor]
 CHECKPOINT_FORMAT = "ftdfast.nas.fuse"
-CHECKPOINT_VERSION = 3
+CHECKPOINT_VERSION = 2
 WEIGHT_LOSSES = ("mixture", "own")       # what the weight phase minimizes (see the module docstring)
 
 
@@ -510,7 +510,9 @@ def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, *, channel
         "candidates": [_describe(c) for c in candidates], "skeleton": skeleton,
         "settings": dict(w_steps=w_steps, alpha_steps=alpha_steps, w_lr=w_lr, alpha_lr=alpha_lr,
                          alpha_tol=alpha_tol, batch_size=batch_size, seed=seed, optimizer=optimizer,
-                         momentum=momentum, dtype=str(work_dtype), weight_loss=weight_loss),
+                         momentum=momentum, dtype=str(work_dtype),
+                         # named only when not the default, so checkpoints of earlier versions still resume
+                         **({} if weight_loss == "mixture" else {"weight_loss": weight_loss})),
         "train_data": _fingerprint(x_tr, y_tr), "val_data": _fingerprint(x_va, y_va)})
     ckpt.restore(run)
 

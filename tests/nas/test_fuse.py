@@ -146,6 +146,20 @@ def test_own_weight_loss_records_the_mean_own_loss_and_runs_every_round(small):
     assert mixture.stop_reason == "threshold" and mixture.rounds_run < 3
 
 
+def test_checkpoint_identity_of_the_default_objective_is_unchanged(small, tmp_path):
+    """Checkpoints written before weight_loss existed (all "mixture", version 2) still resume: the default's
+    identity does not name it; "own" does."""
+    train, val = small
+    for weight_loss in ("mixture", "own"):
+        path = str(tmp_path / f"{weight_loss}.pt")
+        fuse([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, weight_loss=weight_loss,
+             **FAST)
+        payload = torch.load(path, weights_only=True)
+        settings = json.loads(payload["identity"])["settings"]
+        assert payload["version"] == 2
+        assert settings.get("weight_loss") == (None if weight_loss == "mixture" else "own")
+
+
 def test_own_and_mixture_checkpoints_are_not_interchangeable(small, tmp_path):
     train, val = small
     path = str(tmp_path / "f.pt")
