@@ -11,9 +11,10 @@
 #   REPORT [1] (0: skip the dictionary's quality report; a later rerun with REPORT=1 adds it)   REPORT_EPOCHS [EPOCHS]
 #   BUDGET ["--iterations 2 --candidates 4 --rounds 3 --w-steps 20 --channels 8 --layers 3"]
 #   PYTHON [.venv/bin/python]
-# Measured (2026-12-07, docs/nas/README.md): MNIST took 88 min wall and CIFAR-10 about 95 min with the defaults
-# (REPORT=0), each on one torch thread while 2-4 other jobs shared the 2 cores; the dictionary's quality report
-# (REPORT=1) adds about 25 (MNIST) and 35 (CIFAR-10) minutes of one core. Smoke test (under a minute):
+# Measured (2026-12-07, docs/nas/README.md): MNIST took 88 min wall and CIFAR-10 98 min with the defaults
+# (REPORT=0), each on one torch thread while 2-4 other jobs shared the 2 cores. The dictionary's quality report
+# (REPORT=1) trains 24 more networks for REPORT_EPOCHS: on MNIST 50 min wall, niced behind the other jobs; on
+# CIFAR-10 over 40 min of one core. Smoke test (under a minute):
 #   DATASETS=digits MAX_TRAIN=300 MAX_TEST=90 EPOCHS=1 SEARCH_SEEDS="0" FINAL_SEEDS=0,1 DIST_SEEDS=2 DIST_EPOCHS=2 \
 #   REPORT=0 HAND=small_cnn HAND_WIDTH=1 \
 #   BUDGET="--iterations 1 --candidates 2 --rounds 1 --w-steps 3 --channels 4 --layers 3" \
