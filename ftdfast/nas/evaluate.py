@@ -167,6 +167,12 @@ def to_markdown(rows: Sequence[Dict[str, Any]], title: str = "") -> str:
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
+def _t_half(values: Sequence[float]) -> float:
+    """Half-width of the 95% t interval of the mean of ``values`` (at least two)."""
+    t = _T975[len(values) - 2] if len(values) - 1 <= len(_T975) else 1.96
+    return t * statistics.stdev(values) / math.sqrt(len(values))
+
+
 def summarize_runs(folders: Sequence[str], title: str = "") -> str:
     """One markdown table over several ``compare`` runs (one folder of ``row_*.json`` per search seed).
 
@@ -205,8 +211,7 @@ def summarize_runs(folders: Sequence[str], title: str = "") -> str:
         mean = statistics.fmean(values)
         std = f"{100 * statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
         if len(units) > 1:
-            t = _T975[len(units) - 2] if len(units) - 1 <= len(_T975) else 1.96
-            half = t * statistics.stdev(units) / math.sqrt(len(units))
+            half = _t_half(units)
             m = statistics.fmean(units)
             ci = f"{max(0.0, 100 * (m - half)):.2f} to {min(100.0, 100 * (m + half)):.2f}"
         else:
@@ -231,8 +236,7 @@ def _paired_lines(by_folder: Sequence[Dict[str, float]], ours: str = "TA-NAS (ou
         mean = statistics.fmean(diffs)
         wins = sum(d > 0 for d in diffs)
         if len(diffs) > 1:
-            t = _T975[len(diffs) - 2] if len(diffs) - 1 <= len(_T975) else 1.96
-            half = t * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            half = _t_half(diffs)
             lo, hi = mean - half, mean + half
             verdict = ("TA-NAS ahead" if lo > 0 else "TA-NAS behind" if hi < 0
                        else "not separated, the interval holds 0")
