@@ -38,7 +38,8 @@ validation accuracy after the same training (``by_own_val``).
 
 **curves** (CPU training, a minute): the learning curves behind one FUSE pool. The pool of ``--iteration`` of the
 general-space FUSE search of ``--seed`` (as **search** draws it, the incumbent left out), each candidate trained
-alone on the search's training split for ``--epochs`` epochs, its validation accuracy printed after each, beside
+alone on the search's training split for ``--epochs`` epochs (one ``train_model`` call each, so Adam's state
+restarts every epoch), its validation accuracy printed after each, beside
 its table accuracy: do the cells that lead after a few steps (where FUSE picks) lead at the end?
 
 Intervals: mean ± std over seeds and a t 95% interval of the mean.
