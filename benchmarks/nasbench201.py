@@ -138,7 +138,8 @@ def load_cifar(args):
 
 
 # a method that draws its search seed (so its candidate pools) under another method's name, for paired comparisons
-SAME_POOLS = {"FUSE, own losses, general space": "FUSE, general space"}
+FUSE_GENERAL = "FUSE, general space"      # also the label its search seed is derived from (diagnose, curves)
+SAME_POOLS = {"FUSE, own losses, general space": FUSE_GENERAL}
 
 
 def real_search(args) -> Dict[str, Any]:
@@ -149,14 +150,14 @@ def real_search(args) -> Dict[str, Any]:
     restricted = general.restrict_to(baseline)
     budget = Budget(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds,
                     w_steps=args.w_steps, channels=args.channels, layers=args.layers, batch_size=args.batch_size)
-    methods = {"FUSE, general space": lambda s: fuse_search(general, data, budget, seed=s, progress=False),
+    methods = {FUSE_GENERAL: lambda s: fuse_search(general, data, budget, seed=s, progress=False),
                "random search, general space": lambda s: random_search(general, data, budget, seed=s,
                                                                        progress=False),
                "restricted (TA-NAS space of ImageNet16-120's best cell)":
                    lambda s: fuse_search(restricted, data, budget, seed=s, progress=False)}
     if args.weight_loss_study:
         own = dataclasses.replace(budget, weight_loss="own")
-        methods = {"FUSE, general space": methods["FUSE, general space"],
+        methods = {FUSE_GENERAL: methods[FUSE_GENERAL],
                    "FUSE, own losses, general space": lambda s: fuse_search(general, data, own, seed=s,
                                                                             progress=False),
                    "random search, general space": methods["random search, general space"]}
@@ -215,7 +216,7 @@ def diagnose(args) -> Dict[str, Any]:
                 "FUSE, own losses": Budget(alpha_steps=args.alpha_steps, weight_loss="own", **common)}
     records: List[Dict[str, Any]] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        s = derive_seed(seed, "FUSE, general space")       # the same search seed as the search mode's FUSE
+        s = derive_seed(seed, FUSE_GENERAL)       # the same search seed as the search mode's FUSE
         for name, budget in variants.items():
             t0 = time.process_time()
             out = fuse_search(general, data, budget, seed=s, progress=False)
@@ -260,7 +261,7 @@ def curves(args) -> List[Dict[str, Any]]:
     table = load_nasbench201(args.table)
     data = load_cifar(args)
     budget = Budget(channels=args.channels, layers=args.layers, batch_size=args.batch_size)
-    s = derive_seed(args.seed, "FUSE, general space")          # the search seed of the search mode's FUSE
+    s = derive_seed(args.seed, FUSE_GENERAL)          # the search seed of the search mode's FUSE
     pool = NB201Space().sample_many(args.candidates, seed=derive_seed(s, "pool", args.iteration))
     train, val = _train_val(data, 0.2, s)
     split = SplitData(*train, *val, int(data.num_classes), "cifar10/curves")
