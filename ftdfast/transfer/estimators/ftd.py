@@ -25,6 +25,7 @@ from typing import Callable, Dict, List
 import torch
 
 from ...distance.measures import fisher_task_distance
+from ...distance.task import DEFAULT_FISHER
 from ...fisher.losses import FISHER_KINDS
 from ..context import Source, in_module
 from .base import Estimator, check_choice, register
@@ -32,8 +33,6 @@ from .base import Estimator, check_choice, register
 HEADS = ("source", "probe")
 PARAMS = ("all", "body")
 ON = ("test", "train")
-#: The Fisher kind of the ftd estimators unless ``fisher=`` says otherwise: the paper's empirical Fisher.
-DEFAULT_FISHER = "empirical"
 
 
 def select(F, head: str, params: str) -> Dict[str, torch.Tensor]:
