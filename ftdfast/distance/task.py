@@ -80,8 +80,7 @@ def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, metho
             only; the Fisher estimate is set by ``fisher_options`` (e.g. ``backend="legacy"``).
         **fisher_options: passed to both :func:`~ftdfast.fisher.fisher_diagonal` calls
             (``loss``, ``fisher`` (default :data:`DEFAULT_FISHER`), ``backend``, ``batch_size``,
-            ``max_samples``, ``device``,
-            ``progress``...).
+            ``max_samples``, ``device``, ``progress``...).
 
     Returns:
         The distance as a float.
