@@ -2,8 +2,9 @@
 
 The target's label is a fixed function of the input (``RULES["quadrant"]`` for images, ``RULES["first"]``
 for vectors). The "related" source was trained on that same function of other samples; the "noise"
-source on labels drawn at random, which no feature can predict. Every estimator should put "related"
-first. Networks share their initialization (seed 0), as the distance step's networks of one seed do.
+source on labels drawn at random, which no feature can predict (for the image tasks also on inputs of
+twice the spread, so that a dataset distance sees another dataset, not only other labels). Every
+estimator should put "related" first. Networks share their initialization (seed 0), as the distance step's networks of one seed do.
 """
 import functools
 import warnings
@@ -24,10 +25,10 @@ FAST = TrainConfig(epochs=40, batch_size=16, lr=1e-2)
 IMAGE_CONFIG = TrainConfig(epochs=12, batch_size=32, lr=3e-3)
 
 
-def draw(shape, n, seed, rule):
-    """(x, y): n standard normal inputs of ``shape``; labels by ``rule`` or, for "noise", uniform at random."""
+def draw(shape, n, seed, rule, scale=1.0):
+    """(x, y): n normal inputs of ``shape`` (std ``scale``); labels by ``rule`` or, for "noise", uniform at random."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, *shape, generator=g)
+    x = scale * torch.randn(n, *shape, generator=g)
     y = torch.randint(0, 2, (n,), generator=g) if rule == "noise" else RULES[rule](x)
     return x, y
 
@@ -58,13 +59,13 @@ def _vector_sources():
     return nets, target
 
 
-def image_task(name: str, rule: str, n_train: int, seed: int) -> TaskData:
-    x_tr, y_tr = draw((1, 8, 8), n_train, seed, rule)
-    x_te, y_te = draw((1, 8, 8), 200, seed + 100, rule)
+def image_task(name: str, rule: str, n_train: int, seed: int, scale: float = 1.0) -> TaskData:
+    x_tr, y_tr = draw((1, 8, 8), n_train, seed, rule, scale)
+    x_te, y_te = draw((1, 8, 8), 200, seed + 100, rule, scale)
     return TaskData(Task(name), x_tr, y_tr, x_te, y_te, num_classes=2, loss="cross_entropy", source="synthetic")
 
 
 def image_sources():
     """name -> TaskData of the related and the noise source tasks (300 images each), and the target (60)."""
-    return ({"related": image_task("related", "quadrant", 300, 1), "noise": image_task("noise", "noise", 300, 2)},
+    return ({"related": image_task("related", "quadrant", 300, 1), "noise": image_task("noise", "noise", 300, 2, scale=2.0)},
             image_task("target", "quadrant", 60, 3))

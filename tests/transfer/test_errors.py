@@ -19,8 +19,8 @@ def test_empty_sources():
 
 def test_unknown_method_lists_the_known_ones():
     nets, target = vector_sources()
-    with pytest.raises(ValueError, match="unknown transferability estimator 'otdd'; known: ftd, fisher_cosine"):
-        rank_sources(nets, target, "otdd")
+    with pytest.raises(ValueError, match="unknown transferability estimator 'kl'; known: ftd, fisher_cosine"):
+        rank_sources(nets, target, "kl")
 
 
 def test_a_target_with_one_class():

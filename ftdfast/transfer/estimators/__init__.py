@@ -12,5 +12,6 @@ from . import logme  # noqa: F401,E402
 from . import nce  # noqa: F401,E402
 from . import hscore  # noqa: F401,E402
 from . import task2vec  # noqa: F401,E402
+from . import otdd  # noqa: F401,E402  (needs POT when it runs: pip install pot)
 
 __all__ = ["Estimator", "register", "get", "names", "REGISTRY", "NEEDS"]

@@ -4,21 +4,21 @@ import pytest
 from ftdfast.transfer import estimators
 from ftdfast.transfer.estimators import NEEDS, Estimator, get, names, register
 
-EXPECTED = ("ftd", "fisher_cosine", "leep", "logme", "nce", "hscore", "task2vec")
+EXPECTED = ("ftd", "fisher_cosine", "leep", "logme", "nce", "hscore", "task2vec", "otdd")
 
 
 def test_every_estimator_is_registered_with_its_direction_and_needs():
     assert names() == EXPECTED
     lower = {n for n in names() if get(n).lower_is_better}
-    assert lower == {"ftd", "fisher_cosine", "task2vec"}
+    assert lower == {"ftd", "fisher_cosine", "task2vec", "otdd"}
     for n in names():
         est = get(n)
         assert est.name == n and est.label == n and set(est.needs) <= set(NEEDS) and est.needs
 
 
 def test_unknown_names_and_options_are_refused_with_the_choices():
-    with pytest.raises(ValueError, match="known: ftd, fisher_cosine, leep"):
-        get("otdd")
+    with pytest.raises(ValueError, match="unknown transferability estimator 'kl'; known: ftd, fisher_cosine, leep"):
+        get("kl")
     with pytest.raises(ValueError, match=r"head='last' is not one of \('source', 'probe'\)"):
         get("ftd", head="last")
     with pytest.raises(ValueError, match="fisher='true' is not one of"):
