@@ -4,7 +4,8 @@ The target's label is a fixed function of the input (``RULES["quadrant"]`` for i
 for vectors). The "related" source was trained on that same function of other samples; the "noise"
 source on labels drawn at random, which no feature can predict (for the image tasks also on inputs of
 twice the spread, so that a dataset distance sees another dataset, not only other labels). Every
-estimator should put "related" first. Networks share their initialization (seed 0), as the distance step's networks of one seed do.
+estimator should put "related" first. Networks share their initialization (seed 0), as the distance step's
+networks of one seed do.
 """
 import functools
 import warnings
@@ -67,5 +68,6 @@ def image_task(name: str, rule: str, n_train: int, seed: int, scale: float = 1.0
 
 def image_sources():
     """name -> TaskData of the related and the noise source tasks (300 images each), and the target (60)."""
-    return ({"related": image_task("related", "quadrant", 300, 1), "noise": image_task("noise", "noise", 300, 2, scale=2.0)},
+    return ({"related": image_task("related", "quadrant", 300, 1),
+             "noise": image_task("noise", "noise", 300, 2, scale=2.0)},
             image_task("target", "quadrant", 60, 3))

@@ -45,7 +45,7 @@ def class_gaussians(x: np.ndarray, y: np.ndarray):
 
 
 def otdd(x_a: np.ndarray, y_a: np.ndarray, x_b: np.ndarray, y_b: np.ndarray) -> float:
-    """OTDD between datasets ``(x_a (n, ...), y_a (n,))`` and ``(x_b (m, ...), y_b (m,))`` (see the module docstring)."""
+    """OTDD between datasets ``(x_a (n, ...), y_a (n,))`` and ``(x_b (m, ...), y_b (m,))`` (module docstring)."""
     ot = _ot()
     xa = np.asarray(x_a, dtype=np.float64).reshape(len(x_a), -1)
     xb = np.asarray(x_b, dtype=np.float64).reshape(len(x_b), -1)
