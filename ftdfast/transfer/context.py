@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..distance.matrix import DEFAULT_CONFIG
 from ..fisher import FisherDiagonal, fisher_diagonal
 from ..tasks import Task
 from ..train import TrainConfig, get_trained, train_model
@@ -152,7 +153,8 @@ class Context:
         target: the target data (from :func:`as_target`).
         seeds: seeds of the target's networks (each trained once per architecture group).
         target_model: the target's own trained network; then ``seeds`` are not used for it.
-        config: how the target's networks are trained.
+        config: how the target's networks are trained (default: the distance step's
+            ``ftdfast.distance.matrix.DEFAULT_CONFIG``).
         arch, cache, num_outputs: for sources given as tasks: the architecture, the ``ftdfast.Cache``
             (or None) and the shared head width their networks were trained with (``get_trained``).
         device: where target networks are trained (default: the source's device).
@@ -168,7 +170,7 @@ class Context:
         self.seeds = [int(s) for s in seeds]
         self.target_model = target_model
         self.target_head = target_head
-        self.config = config
+        self.config = config or DEFAULT_CONFIG
         self.arch, self.cache, self.num_outputs = arch, cache, num_outputs
         self.device = device
         self.progress = progress
