@@ -143,11 +143,10 @@ def rank_sources(sources: Mapping, target: Any, method: Union[str, Estimator] = 
     config = config or DEFAULT_CONFIG
     seed_list = _seeds(seeds)
     cache = Cache(cache_dir) if cache_dir is not None else None
-    task_widths = [int(d.num_classes) for d in sources.values() if not isinstance(d, nn.Module)
-                   and getattr(d, "num_classes", None) is not None]
-    shared = max(task_widths + [int(target.num_classes)])
     for name, item in sources.items():  # every source checked before any network is trained
         _check_source(str(name), item, target)
+    task_widths = [int(d.num_classes) for d in sources.values() if not isinstance(d, nn.Module)]
+    shared = max(task_widths + [int(target.num_classes)])
     built: List[Source] = []
     for name, item in sources.items():
         built.append(_source(str(name), item, head_module, arch, config, cache, shared, seed_list[0], device,

@@ -75,6 +75,8 @@ def test_a_task_that_is_not_built():
     _, target = image_sources()
     with pytest.raises(TypeError, match=r"build it first \(task.build\(data, seed\)\)"):
         rank_sources({"a": Task("mnist:0", classes=(0, 1))}, target)
+    with pytest.raises(TypeError, match="build it first"):
+        rank_sources({"full": Task("mnist:3")}, target)  # a full task has no class count before it is built
 
 
 def test_a_source_task_with_other_inputs():
