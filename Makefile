@@ -25,7 +25,7 @@ NATIVE_SOURCES := $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/include/ft
 $(VENV)/.deps: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip "setuptools>=64" wheel ninja
-	$(PIP) install -q "$(TORCH)" numpy tqdm scikit-learn matplotlib pytest hypothesis pytest-benchmark
+	$(PIP) install -q "$(TORCH)" numpy tqdm scikit-learn matplotlib pytest hypothesis pytest-benchmark pot
 	touch $@
 
 # torchvision --no-deps (the release built for $(TORCH)), then timm/transformers, which find torch and torchvision

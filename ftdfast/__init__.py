@@ -15,6 +15,7 @@ from .models import ARCHS, build_model, register_model  # noqa: E402
 from .tasks import RegressionTask, Task, TaskData, image_tasks, paper_tasks  # noqa: E402
 from .train import TrainConfig, TrainResult, evaluate, get_trained, seed_everything, train_model  # noqa: E402
 from . import uses  # noqa: E402,F401  (ftdfast.uses: EWC, fisher_merge, fisher_saliency, prune_masks)
+from . import transfer  # noqa: E402,F401  (ftdfast.transfer: rank_sources and the transferability estimators)
 
 __all__ = ["__version__", "fisher_diagonal", "FisherDiagonal", "register_rule", "find_rule", "Call", "check", "CheckResult",
            "LabeledData", "load_dataset", "from_tensors", "augment",

@@ -4,12 +4,15 @@
     ftdfast distance --dataset mnist --data-dir DIR --arch small_cnn,resnet18 --seeds 5 --epochs 5 --out results/
     ftdfast fisher --model pkg.mod:make --data data.npz [--weights w.pt] [--out fisher.pt] [--saliency] ...
     ftdfast merge --fisher a.pt b.pt --weights wa.pt wb.pt --out merged.pt
+    ftdfast transfer rank --source-tasks mnist:0,1,3 --target fashion-mnist:2 --target-train 200 --method ftd,leep
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
+import re
 import sys
 import time
 import zipfile
@@ -395,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doctor_parser(sub)
     _add_check_parser(sub)
     _add_merge_parser(sub)
+    _add_transfer_parser(sub)
     return p
 
 
@@ -463,6 +467,131 @@ def cmd_merge(args) -> int:
     weighted = len(align_names(fishers[0], merged).keys() & merged.keys())
     print(f"merged {len(states)} models: {weighted} of {len(merged)} tensors Fisher-weighted, the others averaged "
           f"(integer buffers from the first model); wrote {args.out}")
+    return 0
+
+
+def _add_transfer_parser(sub) -> None:
+    tr = sub.add_parser("transfer", help="which trained model to start from for a new task: rank sources with "
+                        "transferability estimators (ftdfast.transfer)")
+    tsub = tr.add_subparsers(dest="action", required=True)
+    r = tsub.add_parser("rank", help="rank source models or tasks for a target task; prints a table, writes JSON "
+                        "and a bar chart")
+    r.add_argument("--source-model", nargs="+", default=[], metavar="[NAME=]FILE",
+                   help="trained-model files ({'build': ..., 'state_dict': ...}, e.g. entries of an ftdfast cache's "
+                   "model/ folder); NAME defaults to the cache entry's task and seed, else the file name")
+    r.add_argument("--source-tasks", nargs="+", default=[], metavar="DATASET:I,J",
+                   help="paper tasks of a dataset as sources, e.g. mnist:0,1,3 (networks of --arch are trained, "
+                   "one per seed, cached in --cache)")
+    r.add_argument("--target", required=True, help="DATASET:TASK_INDEX (e.g. fashion-mnist:2) or an .npz with "
+                   "x_train, y_train, x_test, y_test")
+    r.add_argument("--target-train", type=_count, help="keep N training samples of the target (its first N: "
+                   "built tasks are in a seeded random order), the small-data regime where transfer matters")
+    r.add_argument("--method", default="ftd", help="comma-separated estimators, each NAME or NAME[option=value;...] "
+                   "with ';' between options, e.g. ftd,ftd[head=probe;fisher=exact],leep (default ftd); known: "
+                   + ", ".join(_transfer_names()))
+    r.add_argument("--seeds", type=_count, default=3, help="seeds of the target's networks (default 3)")
+    r.add_argument("--arch", default="small_cnn", help="architecture of the networks trained for --source-tasks")
+    r.add_argument("--epochs", type=_count, help="most epochs per trained network (default 20, the distance step's "
+                   "epsilon-networks)")
+    r.add_argument("--head-module", help="the dotted name of every source network's head (default: its last "
+                   "nn.Linear)")
+    r.add_argument("--data-dir", help="where the datasets' files are")
+    r.add_argument("--max-train", type=_count, help="use N training images of each dataset (a seeded sample)")
+    r.add_argument("--max-test", type=_count, help="use N test images of each dataset (a seeded sample)")
+    r.add_argument("--cache", help="folder for trained networks (reruns resume); default: none kept")
+    r.add_argument("--json", help="write the rankings here (JSON, atomic)")
+    r.add_argument("--plot", help="write a bar chart here (PNG), one panel per method")
+    r.add_argument("--device")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_transfer_rank)
+
+
+def _transfer_names():
+    from .transfer.estimators import names
+    return names()
+
+
+def _split_methods(text: str) -> List[str]:
+    """``"ftd,ftd[head=probe;fisher=exact],leep"`` -> labels with ',' between options (Estimator.label's form)."""
+    out = [m.strip().replace(";", ",") for m in re.split(r",(?![^\[]*\])", text) if m.strip()]
+    if not out:
+        raise ValueError(f"--method names no estimator: {text!r}; known: {', '.join(_transfer_names())}")
+    return out
+
+
+def _transfer_sources(args) -> dict:
+    from .experiment import _paper_task_data
+    from .transfer.report import load_model_file
+    sources: dict = {}
+
+    def add(name, item, where):
+        if name in sources:
+            raise ValueError(f"two sources are named {name!r} ({where}); name model files NAME=FILE")
+        sources[name] = item
+
+    for spec in args.source_model:
+        name, eq, path = spec.partition("=") if "=" in spec else ("", "", spec)
+        model, meta = load_model_file(path)
+        if not name:
+            name = (f"{meta['task']}/seed{meta['seed']}" if "task" in meta and "seed" in meta
+                    else os.path.splitext(os.path.basename(path))[0])
+        add(name, model, path)
+    for spec in args.source_tasks:
+        dataset, _, idx = spec.rpartition(":")
+        if not dataset:
+            raise ValueError(f"--source-tasks must look like DATASET:I,J (e.g. mnist:0,1,3), got {spec!r}")
+        _, tasks = _paper_task_data(dataset, args.data_dir, _indices(idx, "--source-tasks"),
+                                    max_train=args.max_train, max_test=args.max_test)
+        for t in tasks:
+            add(t.task.name, t, spec)
+    if not sources:
+        raise ValueError("no sources: give --source-model FILE ... and/or --source-tasks DATASET:I,J")
+    return sources
+
+
+def _transfer_target(args):
+    from .experiment import _paper_task_data, parse_target
+    if args.target.lower().endswith(".npz"):
+        x_tr, y_tr = load_npz(args.target, "train")
+        x_te, y_te = load_npz(args.target, "test")
+        with _open_npz(args.target, "--target") as z:
+            if "x_train" not in z or "x_test" not in z:
+                raise ValueError(f"{args.target}: a target .npz needs x_train, y_train, x_test, y_test; found "
+                                 f"{sorted(z.files)}")
+        n = args.target_train or len(x_tr)
+        return (x_tr[:n], y_tr[:n], x_te, y_te)
+    dataset, idx = parse_target(args.target)
+    _, (task,) = _paper_task_data(dataset, args.data_dir, [idx], max_train=args.max_train, max_test=args.max_test)
+    if args.target_train:
+        from .tasks import TaskData
+        n = args.target_train
+        task = TaskData(task.task, task.x_train[:n], task.y_train[:n], task.x_test, task.y_test,
+                        num_classes=task.num_classes, loss=task.loss, source=task.source)
+    return task
+
+
+def cmd_transfer_rank(args) -> int:
+    from .atomic import atomic_write_text
+    from .distance.matrix import DEFAULT_CONFIG
+    from .train import TrainConfig
+    from .transfer import rank_sources
+    from .transfer.report import format_table, parse_method, plot_rankings
+    methods = [parse_method(m) for m in _split_methods(args.method)]
+    sources, target = _transfer_sources(args), _transfer_target(args)
+    config = DEFAULT_CONFIG if args.epochs is None else TrainConfig(**{**DEFAULT_CONFIG.to_dict(),
+                                                                        "epochs": args.epochs})
+    rankings = rank_sources(sources, target, methods=methods, seeds=args.seeds, head_module=args.head_module,
+                            arch=args.arch, config=config, cache_dir=args.cache, device=args.device,
+                            progress=not args.no_progress)
+    print(format_table(rankings), end="")
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"target": args.target, "sources": list(sources),
+                                                 "seeds": args.seeds,
+                                                 "rankings": {k: r.to_dict() for k, r in rankings.items()}},
+                                                indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot_rankings(rankings, args.plot)}")
     return 0
 
 

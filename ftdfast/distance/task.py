@@ -8,6 +8,11 @@ import torch.nn as nn
 from ..fisher import fisher_diagonal
 from .measures import cosine_distance, fisher_task_distance, legacy_distance
 
+#: The Fisher kind ``task_distance`` uses unless ``fisher=`` says otherwise (and the transfer estimator ftd's):
+#: the paper's empirical Fisher. ``distance_matrix`` defaults to the label-free one (see its module docstring);
+#: issue 25 settles one default for both on the transfer ground truth.
+DEFAULT_FISHER = "empirical"
+
 METHODS: Dict[str, Callable[..., float]] = {
     "fisher": fisher_task_distance,
     "cosine": cosine_distance,
@@ -74,8 +79,8 @@ def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, metho
             the square of the Fisher distance as the authors report it). This picks the formula
             only; the Fisher estimate is set by ``fisher_options`` (e.g. ``backend="legacy"``).
         **fisher_options: passed to both :func:`~ftdfast.fisher.fisher_diagonal` calls
-            (``loss``, ``fisher``, ``backend``, ``batch_size``, ``max_samples``, ``device``,
-            ``progress``...).
+            (``loss``, ``fisher`` (default :data:`DEFAULT_FISHER`), ``backend``, ``batch_size``,
+            ``max_samples``, ``device``, ``progress``...).
 
     Returns:
         The distance as a float.
@@ -89,6 +94,7 @@ def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, metho
     data, loss = resolve_test_data(test_data_b)
     if loss is not None:
         fisher_options.setdefault("loss", loss)
+    fisher_options.setdefault("fisher", DEFAULT_FISHER)
     F_ab = fisher_diagonal(net_a, data, **fisher_options)
     F_bb = fisher_diagonal(net_b, data, **fisher_options)
     return METHODS[method](F_ab, F_bb)
