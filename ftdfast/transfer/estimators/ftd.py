@@ -1,4 +1,4 @@
-"""FTD, the Fisher task distance from source a to target b (Le, Nguyen, Nguyen, Tran, the paper ftdfast implements):
+"""FTD, the Fisher task distance from source a to target b (Le, Soltani, Dong, Tarokh, the paper ftdfast implements):
 
     d(a, b) = (1/sqrt 2) || sqrt(F_ab / tr F_ab) - sqrt(F_bb / tr F_bb) ||_2
 
