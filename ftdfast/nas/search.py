@@ -128,7 +128,9 @@ class Budget:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Budget":
-        return cls(**d)
+        """The inverse of :meth:`to_dict`. A dict without ``schedule`` was written before schedules existed, when
+        every search ran what is now ``"threshold"``: it reads as that schedule."""
+        return cls(**{"schedule": "threshold", **d})
 
     @property
     def weight_steps(self) -> int:

@@ -205,3 +205,22 @@ def test_presets():
                                                                          "schedule": "paper"})
     with pytest.raises(ValueError, match=r"unknown Budget preset 'tpu'; presets are: cpu-smoke, gpu"):
         Budget.preset("tpu")
+
+
+@pytest.mark.parametrize("argv,want", [
+    pytest.param([], {}, id="cpu-smoke-by-default"),
+    pytest.param(["--budget", "gpu", "--layers", "3", "--schedule", "paper"], {"layers": 3, "schedule": "paper"},
+                 id="gpu-with-overrides"),
+])
+def test_the_cli_starts_from_a_preset(argv, want):
+    from ftdfast.cli import _budget, build_parser
+    args = build_parser().parse_args(["dictionary", "build"] + argv)
+    preset = "gpu" if "gpu" in argv else "cpu-smoke"
+    assert _budget(args) == Budget.preset(preset, **want)
+
+
+def test_a_budget_recorded_before_schedules_reads_as_the_threshold_schedule():
+    old = {"iterations": 2, "candidates": 4, "rounds": 3, "w_steps": 20, "alpha_steps": 200, "batch_size": 64,
+           "channels": 8, "layers": 3, "seconds": None, "incumbent": "reinit", "weight_loss": "mixture"}
+    assert Budget.from_dict(old) == Budget(**old, schedule="threshold")
+    assert Budget.from_dict(Budget().to_dict()) == Budget()
