@@ -33,8 +33,9 @@ and of **diagnose** predate the schedules: FUSE then gave each cell ``rounds * w
 search drew its pool under another label, so rerunning them now gives other numbers.)
 
 **diagnose** (CPU training, minutes): why FUSE picks worse cells than random search in the general space. Per
-seed, FUSE with the ``"threshold"`` schedule in the general space (alpha fitted to convergence, ``--alpha-steps``), again with
-``--few-alpha-steps`` (the old, unconverged alpha) and with ``weight_loss="own"``, and random search. For every
+seed, FUSE with the ``"threshold"`` schedule in the general space (alpha fitted to convergence,
+``--alpha-steps``), again with ``--few-alpha-steps`` (the old, unconverged alpha) and with ``weight_loss="own"``,
+and random search. For every
 pool it scores each candidate by the table and reports: the pool's mean and best cell, the pick's rank in its pool
 (1 = the pool's best by the table; chance is the pool's middle) and its gain over the pool's mean (0 on average
 for a random member), how concentrated alpha is after the first round (largest softmax weight), whether the

@@ -312,9 +312,9 @@ class BatchedCandidates(nn.Module):
     activations (see :data:`AUTO_MAX_BYTES`; the choice depends only on the shapes, so runs stay
     reproducible). A group with an edge operation that has no batched form (one registered in
     :data:`~ftdfast.nas.operations.OPS` after this module was written) runs one after another; ``unbatched_ops``
-    names those operations' classes. Candidates are registered as ``self.nets`` (an ``nn.ModuleList``), so ``parameters()``,
-    ``train()``/``eval()``, ``to()`` and ``state_dict()`` reach them. A group whose members are not all in the
-    same mode runs sequentially.
+    names those operations' classes. Candidates are registered as ``self.nets`` (an ``nn.ModuleList``), so
+    ``parameters()``, ``train()``/``eval()``, ``to()`` and ``state_dict()`` reach them. A group whose members are
+    not all in the same mode runs sequentially.
     """
 
     def __init__(self, candidates: Sequence[nn.Module], *, batched: Union[bool, str] = True,

@@ -16,9 +16,10 @@ The schedule is one :class:`FuseConfig` (checked once, on construction). By defa
 winner is ``argmax alpha``. Optional:
 
 * **halving** (``halving=True``): after every round but the last, the lower half of the candidates still in
-  (by alpha) leaves: it is no longer trained, evaluated or mixed, and its alpha stays as it was. This is the
-  successive-halving FUSE of :func:`~ftdfast.nas.search.fuse_search`'s default schedule: a cell that merely
-  learns fastest can win a rung, but not the search, since the survivors train on.
+  (by alpha) leaves: it is no longer trained, evaluated or mixed, and its alpha stays as it was (the
+  ``"halving"`` schedule of :func:`~ftdfast.nas.search.fuse_search`). The survivors train on, so a fast
+  learner cannot win on its lead alone; but a slow one can leave at the first rung, and on NAS-Bench-201 that
+  cost more than it saved (docs/nas/README.md).
 * **stopping rules** (``weight_loss="mixture"`` only): stop when the largest mixture weight reaches
   ``threshold`` (``"threshold"``), or when no entry of alpha moved by ``tol`` during a round
   (``"converged"``); otherwise after ``rounds`` rounds (``"rounds"``). On NAS-Bench-201 this converge-then-
@@ -314,7 +315,8 @@ class FuseResult:
                 "train_loss_history": self.train_loss_history, "val_loss_history": self.val_loss_history,
                 "candidate_val_loss_history": self.candidate_val_loss_history,
                 "val_accuracy_history": self.val_accuracy_history, "alpha_steps_history": self.alpha_steps_history,
-                "active_history": self.active_history, "config": self.config.to_dict(), "rounds_run": self.rounds_run, "stop_reason": self.stop_reason, "seconds": self.seconds}
+                "active_history": self.active_history, "config": self.config.to_dict(),
+                "rounds_run": self.rounds_run, "stop_reason": self.stop_reason, "seconds": self.seconds}
 
 
 def _genotype_dict(g: Any) -> Any:

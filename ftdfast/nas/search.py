@@ -30,7 +30,7 @@ from .seeds import derive_seed
 INCUMBENT_POLICIES = ("reinit", "keep", "head")
 #: How a :func:`fuse_search` spends its budget (:attr:`Budget.schedule`); see :meth:`Budget.plan`.
 SCHEDULES = ("halving", "paper", "threshold")
-DEFAULT_SCHEDULE = "halving"
+DEFAULT_SCHEDULE = "paper"       # the best-measured (docs/nas/README.md, 2026-12-08); it met one target of two
 
 
 def split_evenly(total: int, parts: int) -> Tuple[int, ...]:
@@ -56,7 +56,7 @@ class SearchPlan:
 
 
 _PRESETS = {
-    # a CPU smoke run: seconds on 8x8 digits, a minute or two on 16x16 CIFAR; tests and demos
+    # a CPU smoke run (does it run end to end?): a pool of 8 cells of 16 steps, narrow and shallow
     "cpu-smoke": dict(iterations=2, candidates=4, rounds=2, w_steps=8, batch_size=32, channels=8, layers=1),
     # a GPU-sized search: a pool of 64 cells, each worth 1,000 steps of random search (about 26 epochs of 2,500
     # images at batch 64), the NAS-Bench-201 skeleton (C = 16, 5 cells per stage)
@@ -74,10 +74,12 @@ class Budget:
     (:meth:`plan`). batch_size, channels, layers: training batch and the skeleton of every candidate network;
     seconds: an optional wall-time cap checked between FUSE runs.
 
-    schedule (:data:`SCHEDULES`): ``"halving"`` (the default, chosen by ``benchmarks/nasbench201.py
-    schedules``: docs/nas/README.md), ``"paper"`` (the authors') or ``"threshold"`` (ftdfast's earlier one);
-    :meth:`plan` says what each spends. alpha_steps: the most full-batch alpha steps per FUSE round
-    (``"halving"``, ``"threshold"``). weight_loss: ``"threshold"`` only (the others fix theirs). incumbent
+    schedule (:data:`SCHEDULES`): ``"paper"`` (the authors', the default: the best-measured by
+    ``benchmarks/nasbench201.py schedules``, though no schedule beat a random member of its pool there, see
+    docs/nas/README.md), ``"halving"`` (successive halving) or ``"threshold"`` (ftdfast's earlier
+    converge-then-threshold runs); :meth:`plan` says what each spends. alpha_steps: the most full-batch alpha
+    steps per FUSE round (``"halving"``, ``"threshold"``). weight_loss: ``"threshold"`` only (the others fix
+    theirs). incumbent
     (:data:`INCUMBENT_POLICIES`): how last run's winner enters the next run, ``None`` = the schedule's own
     (``"paper"``: ``"head"``, ``"threshold"``: ``"reinit"``; ``"halving"`` has no incumbent): ``"reinit"`` its
     genotype with fresh weights; ``"keep"`` its trained weights (a head start: on digits it won 6 of 6 runs that

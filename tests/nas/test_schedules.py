@@ -163,7 +163,7 @@ def test_plan_never_exceeds_random_search(schedule, pool):
 
 
 def test_halving_search_spends_what_random_search_spends_on_the_same_pool(tasks, monkeypatch):
-    budget = Budget(**{**TINY_BUDGET, "iterations": 2})
+    budget = Budget(**{**TINY_BUDGET, "iterations": 2, "schedule": "halving"})
     pools = []
     real = S.fuse
     monkeypatch.setattr(S, "fuse", lambda cands, *a, **k: pools.append(copy.deepcopy(
@@ -185,7 +185,8 @@ def test_halving_search_spends_what_random_search_spends_on_the_same_pool(tasks,
     pytest.param({"schedule": "sha"}, r"Budget.schedule must be one of \('halving', 'paper', 'threshold'\)",
                  id="schedule"),
     pytest.param({"incumbent": "warm", "schedule": "paper"}, r"Budget.incumbent must be one of", id="incumbent"),
-    pytest.param({"incumbent": "keep"}, r"'halving' schedule is one FUSE run with no incumbent", id="halving-inc"),
+    pytest.param({"incumbent": "keep", "schedule": "halving"}, r"'halving' schedule is one FUSE run with no incumbent",
+                 id="halving-inc"),
     pytest.param({"weight_loss": "own", "schedule": "paper"}, r"weight_loss applies to the 'threshold' schedule",
                  id="paper-weight-loss"),
     pytest.param({"weight_loss": "alone", "schedule": "threshold"}, r"Budget.weight_loss must be one of",
