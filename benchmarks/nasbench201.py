@@ -4,6 +4,8 @@ Run from the repository root::
 
     .venv/bin/python -m benchmarks.nasbench201 simulate --seeds 200 --json benchmarks/nasbench201_sim.json
     .venv/bin/python -m benchmarks.nasbench201 search --seeds 10 --json benchmarks/nasbench201_search.json
+    nice -n 5 .venv/bin/python -m benchmarks.nasbench201 schedules --seeds 10 --rounds 4 --w-steps 16 \
+        --json benchmarks/nasbench201_schedules.json
 
 ``--table`` (default ``../shared/datasets/nasbench201-accuracies.csv``) is the table; ftdfast itself takes it as
 an argument (:func:`ftdfast.nas.load_nasbench201`).
@@ -24,12 +26,16 @@ space with no selection at all (a random member: the space's mean).
 the restricted search (FUSE in the space of ImageNet16-120's best cell, i.e. TA-NAS with that dictionary entry
 as the closest baseline; the distance step is not run here). Each pick is scored by the table's
 ``cifar10_test`` column, with its percentile among the 15,625 cells. Seeds: each method's search seed is
-``derive_seed(seed, method)``. ``--weight-loss-study`` instead runs FUSE with ``weight_loss="mixture"`` and
-``"own"`` on the same candidate pools (the second draws its seed under the first's name) and random search.
+``derive_seed(seed, method)``. FUSE runs the default schedule (``Budget.schedule``). ``--weight-loss-study``
+instead runs the ``"threshold"`` schedule with ``weight_loss="mixture"`` and ``"own"`` on the same candidate
+pools (the second draws its seed under the first's name) and random search. (The committed JSON of these modes
+and of **diagnose** predate the schedules: FUSE then gave each cell ``rounds * w_steps`` steps per run, and random
+search drew its pool under another label, so rerunning them now gives other numbers.)
 
 **diagnose** (CPU training, minutes): why FUSE picks worse cells than random search in the general space. Per
-seed, FUSE in the general space as in **search** (alpha fitted to convergence, ``--alpha-steps``), again with
-``--few-alpha-steps`` (the old, unconverged alpha) and with ``weight_loss="own"``, and random search. For every
+seed, FUSE with the ``"threshold"`` schedule in the general space (alpha fitted to convergence,
+``--alpha-steps``), again with ``--few-alpha-steps`` (the old, unconverged alpha) and with ``weight_loss="own"``,
+and random search. For every
 pool it scores each candidate by the table and reports: the pool's mean and best cell, the pick's rank in its pool
 (1 = the pool's best by the table; chance is the pool's middle) and its gain over the pool's mean (0 on average
 for a random member), how concentrated alpha is after the first round (largest softmax weight), whether the
@@ -42,7 +48,16 @@ alone on the search's training split for ``--epochs`` epochs (one ``train_model`
 restarts every epoch), its validation accuracy printed after each, beside
 its table accuracy: do the cells that lead after a few steps (where FUSE picks) lead at the end?
 
-Intervals: mean ± std over seeds and a t 95% interval of the mean.
+**schedules** (CPU training, about 2 CPU minutes per seed at ``--rounds 4 --w-steps 16``): every FUSE
+schedule (``Budget.schedule``: halving, paper, threshold) and random search at equal total weight steps
+(:meth:`ftdfast.nas.Budget.plan`: each spends at most random search's ``pool * random_search_steps``; the
+threshold schedule stops early, so less), all with one search seed per seed, so they share the train/validation
+split and their first pool (halving weighs exactly random search's pool, from the same initial weights). Per
+method: the pick's table accuracy (``cifar10_test``), its gain over the mean of the cells the search weighed, the
+weight steps spent, and the pick minus random search's pick, paired by seed. Resumable: the ``--json`` file is
+rewritten after every search and a rerun with the same budget skips what it holds.
+
+Intervals: mean ± std over seeds and a t 95% interval of the mean (of the paired differences where paired).
 """
 from __future__ import annotations
 
@@ -60,8 +75,9 @@ import torch.nn.functional as F
 
 from .fuse_quality import mean_interval
 from ftdfast.atomic import atomic_write_text
+from ftdfast.progress import progress_bar
 from ftdfast.nas import Budget, NB201Space, derive_seed, fuse_search, load_nasbench201, random_search
-from ftdfast.nas.search import SplitData
+from ftdfast.nas.search import DEFAULT_SCHEDULE, SplitData
 
 def shared_file(name: str) -> str:
     """``../shared/datasets/NAME`` beside the repository, else ``/work/shared/datasets/NAME`` (the project's
@@ -149,7 +165,8 @@ def real_search(args) -> Dict[str, Any]:
     baseline = table.best("imagenet16_val")
     restricted = general.restrict_to(baseline)
     budget = Budget(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds,
-                    w_steps=args.w_steps, channels=args.channels, layers=args.layers, batch_size=args.batch_size)
+                    w_steps=args.w_steps, channels=args.channels, layers=args.layers, batch_size=args.batch_size,
+                    schedule="threshold" if args.weight_loss_study else DEFAULT_SCHEDULE)
     methods = {FUSE_GENERAL: lambda s: fuse_search(general, data, budget, seed=s, progress=False),
                "random search, general space": lambda s: random_search(general, data, budget, seed=s,
                                                                        progress=False),
@@ -209,11 +226,12 @@ def diagnose(args) -> Dict[str, Any]:
     general = NB201Space()
     common = dict(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
                   channels=args.channels, layers=args.layers, batch_size=args.batch_size)
+    threshold = dict(common, schedule="threshold")          # the schedule this diagnosis is about
     variants = {f"FUSE, alpha to convergence ({args.alpha_steps} steps)": Budget(alpha_steps=args.alpha_steps,
-                                                                                 **common),
+                                                                                 **threshold),
                 f"FUSE, {args.few_alpha_steps} alpha steps per round": Budget(alpha_steps=args.few_alpha_steps,
-                                                                              **common),
-                "FUSE, own losses": Budget(alpha_steps=args.alpha_steps, weight_loss="own", **common)}
+                                                                              **threshold),
+                "FUSE, own losses": Budget(alpha_steps=args.alpha_steps, weight_loss="own", **threshold)}
     records: List[Dict[str, Any]] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         s = derive_seed(seed, FUSE_GENERAL)       # the same search seed as the search mode's FUSE
@@ -255,6 +273,75 @@ def diagnose(args) -> Dict[str, Any]:
             "records": records}
 
 
+SCHEDULE_METHODS = ("halving", "paper", "threshold", "random search")
+
+
+def _weighed(out) -> List[Any]:
+    """Every distinct cell a search weighed (its pool), in first-seen order."""
+    from ftdfast.nas import NB201Genotype
+    cells: List[Any] = []
+    for h in out.history:
+        for g in ([h["genotype"]] if "genotype" in h else h["genotypes"]):
+            g = NB201Genotype.from_dict(g)
+            if g not in cells:
+                cells.append(g)
+    return cells
+
+
+def schedules(args) -> Dict[str, Any]:
+    """Every FUSE schedule and random search at equal weight steps, paired by seed; see the module docstring."""
+    table = load_nasbench201(args.table)
+    data = load_cifar(args)
+    general = NB201Space()
+    common = dict(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
+                  channels=args.channels, layers=args.layers, batch_size=args.batch_size)
+    methods = [m for m in SCHEDULE_METHODS if m in args.methods.split(",")]
+    old = json.load(open(args.json)) if args.json and os.path.exists(args.json) else {}
+    records: List[Dict[str, Any]] = [r for r in old.get("records", []) if old.get("budget") == common]
+
+    def result() -> Dict[str, Any]:
+        by = {(r["seed"], r["method"]): r for r in records}
+        seeds = sorted({r["seed"] for r in records if all((r["seed"], m) in by for m in methods)})
+        summary: Dict[str, Any] = {}
+        for m in methods:
+            rs = [by[(s, m)] for s in seeds]
+            if not rs:
+                continue
+            summary[m] = {"pick_cifar10_test": stats([r["pick"] for r in rs]),
+                          "gain_over_pool_mean": stats([r["gain"] for r in rs]),
+                          "pool_mean": stats([r["pool_mean"] for r in rs]),
+                          "pool_size": stats([float(r["pool"]) for r in rs]),
+                          "weight_steps": stats([float(r["weight_steps"]) for r in rs]),
+                          "cpu_seconds": sum(r["cpu_seconds"] for r in rs)}
+            if m != "random search" and "random search" in methods:
+                summary[m]["minus_random_search"] = stats([by[(s, m)]["pick"] - by[(s, "random search")]["pick"]
+                                                           for s in seeds])
+        return {"budget": common, "data": {"train": args.train, "size": args.size}, "methods": methods,
+                "seeds": len(seeds), "seeds_asked": args.seeds, "summary": summary, "records": records}
+
+    done = {(r["seed"], r["method"]) for r in records}
+    todo = [(seed, m) for seed in range(args.first_seed, args.first_seed + args.seeds) for m in methods
+            if (seed, m) not in done]
+    with progress_bar(total=len(todo), enabled=True, desc="schedules", unit="search") as bar:
+        for seed, m in todo:
+            s = derive_seed(seed, "schedules")     # one search seed for every method: the same split and pools
+            t0 = time.process_time()
+            if m == "random search":
+                out = random_search(general, data, Budget(**common), seed=s, progress=False)
+            else:
+                out = fuse_search(general, data, Budget(schedule=m, **common), seed=s, progress=False)
+            rec = {"seed": seed, "method": m, "cell": str(out.genotype), "weight_steps": out.weight_steps,
+                   "cpu_seconds": time.process_time() - t0, **_pool_rank(table, _weighed(out), out.genotype)}
+            records.append(rec)
+            print(f"seed {seed} {m}: pick {rec['pick']:.2f}% (pool mean {rec['pool_mean']:.2f}, rank "
+                  f"{rec['rank']}/{rec['pool']}), {rec['weight_steps']} weight steps, {rec['cpu_seconds']:.0f} s CPU",
+                  flush=True)
+            if args.json:       # after every search, so an interrupted run resumes from here
+                atomic_write_text(args.json, json.dumps(result(), indent=1) + "\n")
+            bar.update(1)
+    return result()
+
+
 def curves(args) -> List[Dict[str, Any]]:
     from ftdfast.nas.search import _network, _train_val
     from ftdfast.train import TrainConfig, train_model
@@ -283,7 +370,7 @@ def curves(args) -> List[Dict[str, Any]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for name in ("simulate", "search", "diagnose", "curves"):
+    for name in ("simulate", "search", "diagnose", "curves", "schedules"):
         q = sub.add_parser(name)
         q.add_argument("--table", default=DEFAULT_TABLE)
         q.add_argument("--json", help="write the results here")
@@ -292,8 +379,10 @@ def main(argv=None) -> int:
     sim.add_argument("--seeds", type=int, default=200)
     sim.add_argument("--candidates", type=int, default=6, help="cells each search weighs")
     sim.add_argument("--weak", type=int, default=6, help="random cells the weak dictionary's search weighs")
-    for se in (sub.choices["search"], sub.choices["diagnose"], sub.choices["curves"]):
+    for se in (sub.choices["search"], sub.choices["diagnose"], sub.choices["curves"], sub.choices["schedules"]):
         _real_search_options(se)
+    sub.choices["schedules"].add_argument("--methods", default=",".join(SCHEDULE_METHODS),
+                                          help="comma-separated, of: " + ", ".join(SCHEDULE_METHODS))
     cu = sub.choices["curves"]
     cu.add_argument("--seed", type=int, default=0)
     cu.add_argument("--iteration", type=int, default=0, help="which FUSE run's pool")
@@ -317,6 +406,15 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         curves(args)
         return 0
+    elif args.mode == "schedules":
+        torch.set_num_threads(args.threads)
+        out = schedules(args)
+        print(f"{out['seeds']} seeds, paired; the pick's table accuracy (cifar10_test, %), its gain over its pool's "
+              "mean, and the pick minus random search's pick:")
+        for k, v in out["summary"].items():
+            print(f"  {k}: pick {fmt(v['pick_cifar10_test'])}; gain {fmt(v['gain_over_pool_mean'])}; weight steps "
+                  f"{v['weight_steps']['mean']:.0f}" + (f"; minus random search {fmt(v['minus_random_search'])}"
+                                                         if "minus_random_search" in v else ""))
     elif args.mode == "diagnose":
         torch.set_num_threads(args.threads)
         out = diagnose(args)

@@ -196,10 +196,13 @@ def cmd_distance(args) -> int:
 
 
 def _budget(args):
+    """``Budget.preset(args.budget)`` with the options given on the command line in place of its fields."""
     from .nas.search import Budget
-    return Budget(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
+    fields = dict(iterations=args.iterations, candidates=args.candidates, rounds=args.rounds, w_steps=args.w_steps,
                   alpha_steps=args.alpha_steps, channels=args.channels, layers=args.layers,
-                  seconds=args.budget_seconds, incumbent=args.incumbent, weight_loss=args.weight_loss)
+                  seconds=args.budget_seconds, incumbent=args.incumbent, weight_loss=args.weight_loss,
+                  schedule=args.schedule)
+    return Budget.preset(args.budget, **{k: v for k, v in fields.items() if v is not None})
 
 
 def _indices(text: str, option: str = "--tasks"):
@@ -291,20 +294,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     budget = argparse.ArgumentParser(add_help=False)
-    g = budget.add_argument_group("search budget (equal for every method)")
-    g.add_argument("--iterations", type=_count, default=2, help="FUSE runs per search")
-    g.add_argument("--candidates", type=_count, default=4, help="new candidates per FUSE run")
-    g.add_argument("--rounds", type=_count, default=3, help="FUSE rounds (weight steps, then alpha steps)")
-    g.add_argument("--w-steps", type=_count, default=20)
-    g.add_argument("--alpha-steps", type=_count, default=200,
+    g = budget.add_argument_group(
+        "search budget (equal for every method)",
+        "The CLI starts from the preset --budget (default 'cpu-smoke': a pool of 8 cells of 16 steps, for a smoke run; "
+        "'gpu': a pool of 64 cells of 1,000 steps, 16 channels, 5 cells per stage); each option below replaces one "
+        "field of it (ftdfast.nas.Budget).")
+    g.add_argument("--budget", default="cpu-smoke", choices=["cpu-smoke", "gpu"], help="the budget preset")
+    g.add_argument("--schedule", choices=["halving", "paper", "threshold"],
+                   help="how FUSE spends the budget (ftdfast.nas.Budget.plan); default 'paper' (the authors' "
+                   "schedule, the best-measured on NAS-Bench-201 in docs/nas/README.md)")
+    g.add_argument("--iterations", type=_count, help="iterations x candidates = the pool of cells random search weighs")
+    g.add_argument("--candidates", type=_count, help="new candidates per FUSE run ('threshold' schedule)")
+    g.add_argument("--rounds", type=_count, help="rounds x w-steps = the steps random search gives each cell")
+    g.add_argument("--w-steps", type=_count)
+    g.add_argument("--alpha-steps", type=_count,
                    help="most full-batch alpha steps per FUSE round (alpha stops earlier once it converges)")
-    g.add_argument("--incumbent", default="reinit", choices=["reinit", "keep"],
-                   help="the previous winner enters the next FUSE re-initialized (default) or with its weights")
-    g.add_argument("--weight-loss", default="mixture", choices=["mixture", "own"],
-                   help="what FUSE's weight phase minimizes: the mixture's loss (the paper's FUSE, default) or each "
-                   "candidate's own loss")
-    g.add_argument("--channels", type=_count, default=8, help="skeleton width of searched networks")
-    g.add_argument("--layers", type=_count, default=3, help="cells in the skeleton")
+    g.add_argument("--incumbent", choices=["reinit", "keep", "head"],
+                   help="how the previous winner enters the next FUSE run (default: the schedule's own)")
+    g.add_argument("--weight-loss", choices=["mixture", "own"],
+                   help="'threshold' schedule only: what FUSE's weight phase minimizes, the mixture's loss (default) "
+                   "or each candidate's own loss")
+    g.add_argument("--channels", type=_count, help="skeleton width of searched networks")
+    g.add_argument("--layers", type=_count, help="cells in the skeleton")
     g.add_argument("--budget-seconds", type=_positive, help="wall-time cap of one search")
     tn = argparse.ArgumentParser(add_help=False)
     tn.add_argument("--data-dir")

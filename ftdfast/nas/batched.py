@@ -22,7 +22,8 @@ gradients, optimizers and state dicts work on the candidates as usual), and Batc
 are written back to each candidate's buffers in training mode, so the fused forward equals running the
 candidates one after another up to rounding, in both modes (the tests check float64 logits, gradients and
 running statistics). Other candidates (any ``nn.Module``, or a skeleton shared by no other candidate) run on
-their own.
+their own, and so do the candidates of a group with an edge operation of a kind this module does not know
+(a new operation in :data:`~ftdfast.nas.operations.OPS` runs correctly without an edit here, only unbatched).
 
 When it pays (see :data:`AUTO_MAX_BYTES` and ``benchmarks/bench_fuse.py``): fusing removes per-operation
 overhead, so it helps where the candidates are small (few channels, small images, small batches) and on
@@ -117,17 +118,27 @@ class _Index:
         return x.index_select(1, idx)
 
 
+class _NoBatchedForm(Exception):
+    """An operation :func:`_kind` does not know: its candidates run one after another."""
+
+
+def _kind(m: nn.Module):
+    """The batched form of one edge operation: ``"zero"``, ``"identity"``, ``"conv"``, ``"fr"``, ``"pool"``,
+    or ``None`` (no batched form: an operation registered in :data:`~ftdfast.nas.operations.OPS` since)."""
+    return ("zero" if isinstance(m, Zero) else "identity" if isinstance(m, Identity)
+            else "conv" if isinstance(m, ConvOp) else "fr" if isinstance(m, FactorizedReduce)
+            else "pool" if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) else None)
+
+
 class _OpGroup:
     """The (candidate, node, edge) triples of one stage that share an operation and stride."""
 
     def __init__(self, key, mods, src: _Index):
         self.key, self.mods, self.src = key, list(mods), src
         m = mods[0]
-        self.kind = ("zero" if isinstance(m, Zero) else "identity" if isinstance(m, Identity)
-                     else "conv" if isinstance(m, ConvOp) else "fr" if isinstance(m, FactorizedReduce)
-                     else "pool" if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) else None)
-        if self.kind is None:  # pragma: no cover - OPS builds only the above
-            raise TypeError(f"no batched form for {type(m).__name__}")
+        self.kind = _kind(m)
+        if self.kind is None:
+            raise _NoBatchedForm(type(m).__name__)
         self.bn = self.kind in ("conv", "fr")
         self.stride = key[1]
 
@@ -299,9 +310,11 @@ class BatchedCandidates(nn.Module):
     ``batched``: ``True`` runs each group of candidates that share a skeleton as one network, ``False`` runs the
     candidates one after another (the reference), ``"auto"`` fuses on CUDA always and on CPU only for small
     activations (see :data:`AUTO_MAX_BYTES`; the choice depends only on the shapes, so runs stay
-    reproducible). Candidates are registered as ``self.nets`` (an ``nn.ModuleList``), so ``parameters()``,
-    ``train()``/``eval()``, ``to()`` and ``state_dict()`` reach them. A group whose members are not all in the
-    same mode runs sequentially.
+    reproducible). A group with an edge operation that has no batched form (one registered in
+    :data:`~ftdfast.nas.operations.OPS` after this module was written) runs one after another; ``unbatched_ops``
+    names those operations' classes. Candidates are registered as ``self.nets`` (an ``nn.ModuleList``), so
+    ``parameters()``, ``train()``/``eval()``, ``to()`` and ``state_dict()`` reach them. A group whose members are
+    not all in the same mode runs sequentially.
     """
 
     def __init__(self, candidates: Sequence[nn.Module], *, batched: Union[bool, str] = True,
@@ -318,8 +331,19 @@ class BatchedCandidates(nn.Module):
         for k, net in enumerate(candidates):
             key = net.skeleton() if type(net) is Network else ("single", k)
             by_skeleton.setdefault(key, []).append(k)
-        self._groups = [(idx, _FusedGroup([candidates[k] for k in idx]) if len(idx) > 1 else None)
+        self.unbatched_ops: List[str] = []      # operations with no batched form met in a shared skeleton
+        self._groups = [(idx, self._fused([candidates[k] for k in idx]) if len(idx) > 1 else None)
                         for idx in by_skeleton.values()]
+
+    def _fused(self, nets: Sequence[Network]):
+        """One fused group, or ``None`` when an edge operation has no batched form (the group then runs its
+        candidates one after another, which is always correct: a new operation needs no edit here)."""
+        try:
+            return _FusedGroup(nets)
+        except _NoBatchedForm as e:
+            if str(e) not in self.unbatched_ops:
+                self.unbatched_ops.append(str(e))
+            return None
 
     @property
     def fused_groups(self) -> List[List[int]]:

@@ -255,7 +255,8 @@ def dictionary_report(dictionary: TaskDictionary, baselines: Sequence, *, epochs
     (accuracy of the chosen cell), ``best``, ``median``, ``rank`` (1 = the best candidate), ``candidates``
     (how many), ``accuracies`` (per candidate, in ``entry.candidates`` order).
     """
-    budget = budget or Budget(**dictionary.meta.get("budget", {}))
+    if budget is None:
+        budget = Budget.from_dict(dictionary.meta["budget"]) if "budget" in dictionary.meta else Budget()
     by_fp = {t.fingerprint(): t for t in baselines}
     rows = []
     for entry in dictionary.entries:

@@ -133,3 +133,41 @@ def test_auto_fuses_small_inputs_only_on_cpu():
         assert torch.equal(b(large), torch.stack([n(large) for n in nets], 1))
     with pytest.raises(ValueError, match="batched must be True, False or 'auto'"):
         BatchedCandidates(nets, batched="yes")
+
+
+class Scaled(nn.Module):
+    """An operation only this test registers: a learned scale, strided like the others (ceil(h / 2))."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+        self.scale = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        return self.scale * x[:, :, ::self.stride, ::self.stride]
+
+
+def test_an_operation_without_a_batched_form_runs_its_candidate_set_unbatched(monkeypatch):
+    """A new operation needs no edit of batched.py: the candidates that share a skeleton with it run one after
+    another (correct gradients and buffers), the other skeletons stay fused."""
+    from ftdfast.nas import OPS
+    monkeypatch.setitem(OPS, "conv_5x5", lambda C, stride, affine: Scaled(stride))
+    new = Genotype(3, ((("conv_5x5", 0), ("conv_3x3", 1)),
+                       (("conv_5x5", 2), ("identity", 1)),
+                       (("avg_pool_3x3", 3), ("conv_5x5", 0))))
+    old = SearchSpace(node_counts=(3,), ops=("conv_3x3", "identity", "max_pool_3x3")).sample_many(2, 3)
+    fused, seq = _pair([new, new, uniform_genotype("conv_5x5", 3)], channels=3)
+    assert fused.fused_groups == [] and fused.unbatched_ops == ["Scaled"]
+    assert isinstance(fused.nets[0].cells[0].edge_ops[0], Scaled)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 7, 7, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (3,), generator=g)
+    _check(fused, seq, x, y)
+    torch.manual_seed(0)
+    mixed = BatchedCandidates([Network(new, 3, 3, 4, 2), Network(old[0], 2, 3, 4, 2), Network(new, 3, 3, 4, 2),
+                               Network(old[1], 2, 3, 4, 2)], batched=True)
+    assert mixed.fused_groups == [[1, 3]] and mixed.unbatched_ops == ["Scaled"]
+    mixed.eval()
+    with torch.no_grad():
+        x = torch.randn(2, 2, 8, 8)
+        assert torch.allclose(mixed(x), torch.stack([n(x) for n in mixed.nets], 1), atol=1e-6)

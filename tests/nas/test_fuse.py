@@ -1,5 +1,6 @@
 """FUSE: the mixture, the alpha phase, the choice on digits, determinism, checkpoints, input errors."""
 import copy
+import dataclasses
 import json
 import os
 
@@ -8,13 +9,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ftdfast.nas import FuseMixture, Genotype, Network, SearchSpace, fuse, split_train_val, uniform_genotype
+from ftdfast.nas import (FuseConfig, FuseMixture, Genotype, Network, SearchSpace, fuse, split_train_val,
+                         uniform_genotype)
 
 GOOD = Genotype(3, ((("conv_3x3", 0), ("conv_3x3", 1)),
                     (("conv_3x3", 1), ("identity", 2)),
                     (("max_pool_3x3", 2), ("conv_3x3", 3))))
 ZERO = uniform_genotype("zero", 3)
 FAST = dict(channels=2, layers=1, batch_size=16, progress=False)
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(FuseConfig)}
+
+
+def run(candidates, train, val, **kw):
+    """run() with the FuseConfig fields of ``kw`` gathered into its config."""
+    config = FuseConfig(**{k: kw.pop(k) for k in list(kw) if k in CONFIG_FIELDS})
+    return fuse(candidates, train, val, config, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,7 @@ def test_alpha_phase_changes_no_weight_and_no_buffer(small):
     train, val = small
     nets = _nets(3)
     before = [copy.deepcopy(n.state_dict()) for n in nets]
-    res = fuse(nets, train, val, rounds=1, w_steps=0, alpha_steps=4, threshold=1.0, tol=0.0, **FAST)
+    res = run(nets, train, val, rounds=1, w_steps=0, alpha_steps=4, **FAST)
     for net, sd in zip(res.candidates, before):
         for name, t in net.state_dict().items():
             assert torch.equal(t, sd[name]), f"{name} changed during the alpha phase"
@@ -71,7 +80,7 @@ def test_weight_phase_trains_the_weights_but_not_alpha(small):
     train, val = small
     nets = _nets(2)
     before = copy.deepcopy(nets[0].classifier.weight.detach())
-    res = fuse(nets, train, val, rounds=1, w_steps=3, alpha_steps=1, alpha_lr=0.0, **FAST)
+    res = run(nets, train, val, rounds=1, w_steps=3, alpha_steps=1, alpha_lr=0.0, tol=1e-3, **FAST)
     assert not torch.equal(res.candidates[0].classifier.weight, before)
     assert res.alpha == [0.0, 0.0] and res.stop_reason == "converged"
 
@@ -81,7 +90,7 @@ def test_fuse_picks_the_good_candidate_over_all_zero_cells(small):
     train, val = small
     # threshold 0.6: a constant-logit (all-zero) candidate in the mixture tempers an overconfident good one, so
     # alpha can settle below 0.8 on the good cell (0.66-0.72 here, depending on the CPU's kernels)
-    res = fuse([ZERO, GOOD, ZERO], train, val, channels=4, layers=1, rounds=6, w_steps=25, alpha_steps=10,
+    res = run([ZERO, GOOD, ZERO], train, val, channels=4, layers=1, rounds=6, w_steps=25, alpha_steps=10,
                w_lr=0.01, alpha_lr=0.2, threshold=0.6, batch_size=32, seed=0, progress=False)
     assert res.best_index == 1 and res.best_genotype == GOOD
     assert res.softmax_history[-1][1] >= 0.6 and res.stop_reason == "threshold"
@@ -94,20 +103,20 @@ def test_fuse_picks_the_good_candidate_over_all_zero_cells(small):
 def test_seeded_runs_repeat_and_batched_matches_sequential(small):
     train, val = small
     gens = SearchSpace(node_counts=(3,)).sample_many(3, 7)
-    kw = dict(rounds=2, w_steps=3, alpha_steps=2, alpha_lr=0.3, threshold=1.0, tol=0.0, seed=5, **FAST)
-    a, b = fuse(gens, train, val, **kw), fuse(gens, train, val, **kw)
+    kw = dict(rounds=2, w_steps=3, alpha_steps=2, alpha_lr=0.3, seed=5, **FAST)
+    a, b = run(gens, train, val, **kw), run(gens, train, val, **kw)
     assert a.alpha_history == b.alpha_history
     for na, nb in zip(a.candidates, b.candidates):
         assert all(torch.equal(p, q) for p, q in zip(na.state_dict().values(), nb.state_dict().values()))
-    s = fuse(gens, train, val, batched=False, **kw)
+    s = run(gens, train, val, batched=False, **kw)
     assert torch.allclose(torch.tensor(s.alpha_history), torch.tensor(a.alpha_history), atol=1e-4)
 
 
 def test_stop_reasons(small):
     train, val = small
-    one = fuse([GOOD], train, val, rounds=3, w_steps=1, alpha_steps=1, **{**FAST, "progress": True})
+    one = run([GOOD], train, val, rounds=3, w_steps=1, alpha_steps=1, threshold=0.9, **{**FAST, "progress": True})
     assert one.stop_reason == "threshold" and one.rounds_run == 1 and one.best_index == 0
-    capped = fuse([GOOD, ZERO], train, val, rounds=2, w_steps=1, alpha_steps=1, threshold=1.0, tol=0.0, **FAST)
+    capped = run([GOOD, ZERO], train, val, rounds=2, w_steps=1, alpha_steps=1, **FAST)
     assert capped.stop_reason == "rounds" and capped.rounds_run == 2
 
 
@@ -123,11 +132,11 @@ def test_own_weight_loss_trains_each_candidate_as_if_alone(small):
     kw = dict(rounds=2, w_steps=4, alpha_steps=3, seed=3, weight_loss="own", batched=False, **FAST)
     nets = _nets(3)
     alone = copy.deepcopy(nets[1])
-    together = fuse(nets, train, val, **kw)
-    single = fuse([alone], train, val, **kw)
+    together = run(nets, train, val, **kw)
+    single = run([alone], train, val, **kw)
     for (name, a), b in zip(_state(together.candidates[1]).items(), _state(single.candidates[0]).values()):
         assert torch.allclose(a, b, rtol=0, atol=1e-6), name
-    frozen = fuse(_nets(3), train, val, **{**kw, "alpha_lr": 0.0})
+    frozen = run(_nets(3), train, val, **{**kw, "alpha_lr": 0.0})
     for na, nb in zip(together.candidates, frozen.candidates):
         for (name, a), b in zip(_state(na).items(), _state(nb).values()):
             assert torch.equal(a, b), f"alpha changed weight {name} under weight_loss='own'"
@@ -136,36 +145,34 @@ def test_own_weight_loss_trains_each_candidate_as_if_alone(small):
 
 def test_own_weight_loss_records_the_mean_own_loss_and_runs_every_round(small):
     train, val = small
-    res = fuse([GOOD, ZERO], train, val, rounds=3, w_steps=2, alpha_steps=50, alpha_lr=0.5, threshold=0.5,
-               weight_loss="own", **FAST)
-    assert res.stop_reason == "rounds" and res.rounds_run == 3   # the threshold (0.5) is not a stopping rule here
+    res = run([GOOD, ZERO], train, val, rounds=3, w_steps=2, alpha_steps=50, alpha_lr=0.5, weight_loss="own", **FAST)
+    assert res.stop_reason == "rounds" and res.rounds_run == 3
     assert max(res.weights) >= 0.5
     assert all(0 < v < 10 for v in res.train_loss_history)
-    mixture = fuse([GOOD, ZERO], train, val, rounds=3, w_steps=2, alpha_steps=50, alpha_lr=0.5, threshold=0.5,
-                   **FAST)
+    mixture = run([GOOD, ZERO], train, val, rounds=3, w_steps=2, alpha_steps=50, alpha_lr=0.5, threshold=0.5,
+                  **FAST)
     assert mixture.stop_reason == "threshold" and mixture.rounds_run < 3
 
 
-def test_checkpoint_identity_of_the_default_objective_is_unchanged(small, tmp_path):
-    """Checkpoints written before weight_loss existed (all "mixture", version 2) still resume: the default's
-    identity does not name it; "own" does."""
+def test_checkpoint_of_an_earlier_version_is_refused_clearly(small, tmp_path):
+    """Version 3 stores a FuseConfig in the identity; a version-2 file (fuse's keyword arguments) cannot resume."""
     train, val = small
-    for weight_loss in ("mixture", "own"):
-        path = str(tmp_path / f"{weight_loss}.pt")
-        fuse([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, weight_loss=weight_loss,
-             **FAST)
-        payload = torch.load(path, weights_only=True)
-        settings = json.loads(payload["identity"])["settings"]
-        assert payload["version"] == 2
-        assert settings.get("weight_loss") == (None if weight_loss == "mixture" else "own")
+    path = str(tmp_path / "old.pt")
+    run([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, **FAST)
+    payload = torch.load(path, weights_only=True)
+    assert payload["version"] == 3 and "config" in json.loads(payload["identity"])
+    payload["version"] = 2
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="FUSE checkpoint version 2; this ftdfast reads version 3: delete it"):
+        run([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, **FAST)
 
 
 def test_own_and_mixture_checkpoints_are_not_interchangeable(small, tmp_path):
     train, val = small
     path = str(tmp_path / "f.pt")
-    fuse([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, **FAST)
+    run([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, **FAST)
     with pytest.raises(ValueError, match="different run"):
-        fuse([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, weight_loss="own",
+        run([GOOD, ZERO], train, val, rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, weight_loss="own",
              **FAST)
 
 
@@ -173,17 +180,17 @@ def test_own_and_mixture_checkpoints_are_not_interchangeable(small, tmp_path):
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(small, tmp_path):
     train, val = small
     gens = SearchSpace(node_counts=(3,)).sample_many(2, 3)
-    kw = dict(w_steps=2, alpha_steps=2, alpha_lr=0.3, threshold=1.0, tol=0.0, seed=1, **FAST)
-    full = fuse(gens, train, val, rounds=3, **kw)
+    kw = dict(w_steps=2, alpha_steps=2, alpha_lr=0.3, seed=1, **FAST)
+    full = run(gens, train, val, rounds=3, **kw)
     path = tmp_path / "fuse.ckpt"
-    first = fuse(gens, train, val, rounds=1, checkpoint=path, **kw)
+    first = run(gens, train, val, rounds=1, checkpoint=path, **kw)
     assert first.rounds_run == 1 and path.exists()
-    resumed = fuse(gens, train, val, rounds=3, checkpoint=path, **kw)
+    resumed = run(gens, train, val, rounds=3, checkpoint=path, **kw)
     assert resumed.rounds_run == 3
     assert resumed.alpha_history == full.alpha_history
     for nf, nr in zip(full.candidates, resumed.candidates):
         assert all(torch.equal(p, q) for p, q in zip(nf.state_dict().values(), nr.state_dict().values()))
-    again = fuse(gens, train, val, rounds=3, checkpoint=path, **kw)      # finished: nothing left to run
+    again = run(gens, train, val, rounds=3, checkpoint=path, **kw)      # finished: nothing left to run
     assert again.alpha_history == full.alpha_history
     assert os.listdir(tmp_path) == ["fuse.ckpt"]                           # no temporary files left
 
@@ -192,39 +199,39 @@ def test_checkpoint_of_another_run_is_refused(small, tmp_path):
     train, val = small
     path = tmp_path / "fuse.ckpt"
     kw = dict(rounds=1, w_steps=1, alpha_steps=1, checkpoint=path, **FAST)
-    fuse([GOOD, ZERO], train, val, **kw)
+    run([GOOD, ZERO], train, val, **kw)
     with pytest.raises(ValueError, match=r"written for a different run \(differs in: candidates\)"):
-        fuse([ZERO, GOOD], train, val, **kw)
-    with pytest.raises(ValueError, match=r"differs in: settings"):
-        fuse([GOOD, ZERO], train, val, **{**kw, "w_lr": 0.5})
+        run([ZERO, GOOD], train, val, **kw)
+    with pytest.raises(ValueError, match=r"differs in: config"):
+        run([GOOD, ZERO], train, val, **{**kw, "w_lr": 0.5})
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read the FUSE checkpoint"):
-        fuse([GOOD, ZERO], train, val, **kw)
+        run([GOOD, ZERO], train, val, **kw)
 
 
 # ---------------------------------------------------------------------- input errors
 def test_input_errors(small):
     train, val = small
     with pytest.raises(ValueError, match="at least one candidate"):
-        fuse([], train, val, **FAST)
+        run([], train, val, **FAST)
     with pytest.raises(ValueError, match=r"num_classes=5 but the labels go up to 9"):
-        fuse([GOOD], train, val, num_classes=5, **FAST)
+        run([GOOD], train, val, num_classes=5, **FAST)
     with pytest.raises(ValueError, match=r"in_channels=3 but the images have 1 channels"):
-        fuse([GOOD], train, val, in_channels=3, **FAST)
+        run([GOOD], train, val, in_channels=3, **FAST)
     with pytest.raises(ValueError, match=r"candidate 1 \(Sequential\) returns \(2, 3\).*expected \(2, 10\)"):
-        fuse([GOOD, nn.Sequential(nn.Flatten(), nn.Linear(64, 3))], train, val, **FAST)
+        run([GOOD, nn.Sequential(nn.Flatten(), nn.Linear(64, 3))], train, val, **FAST)
     with pytest.raises(ValueError, match=r"candidate 0 \(Network\) fails on inputs of shape \(2, 1, 8, 8\)"):
-        fuse([Network(GOOD, 2, 1, 10, in_channels=3)], train, val, **FAST)
+        run([Network(GOOD, 2, 1, 10, in_channels=3)], train, val, **FAST)
     with pytest.raises(ValueError, match=r"val_data images have shape \(1, 4, 4\)"):
-        fuse([GOOD], train, (val[0][:, :, :4, :4], val[1]), **FAST)
+        run([GOOD], train, (val[0][:, :, :4, :4], val[1]), **FAST)
     with pytest.raises(ValueError, match=r"train_data must be a pair \(x, y\)"):
-        fuse([GOOD], train[0], val, **FAST)
+        run([GOOD], train[0], val, **FAST)
     with pytest.raises(ValueError, match=r"train_data: x has 450 samples but y has 449"):
-        fuse([GOOD], (train[0], train[1][:-1]), val, **FAST)
+        run([GOOD], (train[0], train[1][:-1]), val, **FAST)
     with pytest.raises(TypeError, match="candidate 0 is a int"):
-        fuse([3], train, val, **FAST)
+        run([3], train, val, **FAST)
     with pytest.raises(ValueError, match="unknown operation"):
-        fuse([{"num_nodes": 3, "edges": [[["conv_9x9", 0], ["identity", 1]]] * 3}], train, val, **FAST)
+        run([{"num_nodes": 3, "edges": [[["conv_9x9", 0], ["identity", 1]]] * 3}], train, val, **FAST)
 
 
 def test_split_train_val(digits):
@@ -248,7 +255,7 @@ def test_nan_training_data_raises_naming_round_and_step(small):
     x = x.clone()
     x[7] = float("nan")
     with pytest.raises(RuntimeError, match=r"non-finite training loss nan at round 1/2, weight step \d+/40"):
-        fuse([GOOD, ZERO], (x, y), val, rounds=2, w_steps=40, alpha_steps=5, **FAST)
+        run([GOOD, ZERO], (x, y), val, rounds=2, w_steps=40, alpha_steps=5, **FAST)
 
 
 def test_nan_validation_data_raises_naming_round(small):
@@ -257,7 +264,7 @@ def test_nan_validation_data_raises_naming_round(small):
     xv[3, 0, 2, 2] = float("inf")
     with pytest.raises(RuntimeError, match=r"candidate\(s\) \[0[^\]]*\] give non-finite validation logits at round "
                                            r"1/2 \(alpha phase"):
-        fuse([GOOD, ZERO], train, (xv, yv), rounds=2, w_steps=2, alpha_steps=5, **FAST)
+        run([GOOD, ZERO], train, (xv, yv), rounds=2, w_steps=2, alpha_steps=5, **FAST)
 
 
 # ---------------------------------------------------------------------- the alpha phase converges
@@ -266,7 +273,7 @@ def test_alpha_fits_the_fixed_logits_to_convergence(small):
     compare with an independent float64 LBFGS fit of the same objective."""
     train, val = small
     nets = _nets(3)
-    res = fuse(nets, train, val, rounds=1, w_steps=0, alpha_steps=3000, alpha_lr=0.05, alpha_tol=1e-7,
+    res = run(nets, train, val, rounds=1, w_steps=0, alpha_steps=3000, alpha_lr=0.05, alpha_tol=1e-7,
                threshold=1.0, **FAST)
     with torch.no_grad():
         logits = torch.stack([n.eval().double()(val[0].double()) for n in nets], 1)
@@ -289,7 +296,7 @@ def test_alpha_fits_the_fixed_logits_to_convergence(small):
 
 def test_result_keeps_every_candidates_validation_loss(small):
     train, val = small
-    res = fuse([GOOD, ZERO, GOOD], train, val, rounds=2, w_steps=2, alpha_steps=5, threshold=1.0, tol=0.0, **FAST)
+    res = run([GOOD, ZERO, GOOD], train, val, rounds=2, w_steps=2, alpha_steps=5, **FAST)
     assert len(res.candidate_val_loss_history) == len(res.val_accuracy_history) == 2
     assert all(len(v) == 3 for v in res.candidate_val_loss_history)
     d = res.to_dict()
@@ -303,4 +310,4 @@ def test_result_keeps_every_candidates_validation_loss(small):
 def test_bad_settings(small, kw, match):
     train, val = small
     with pytest.raises(ValueError, match=match):
-        fuse([GOOD], train, val, **{**FAST, **kw})
+        run([GOOD], train, val, **{**FAST, **kw})

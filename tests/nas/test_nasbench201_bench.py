@@ -66,3 +66,31 @@ def test_diagnose_ranks_each_pick_in_its_pool(files, tmp_path):
         assert r["rank"] == 1 + sum(a > r["pick"] for a in accs) and r["chance_rank"] == (len(accs) + 1) / 2
     own = next(r for r in fuse if r["method"] == "FUSE, own losses")
     assert len(own["softmax_history"]) == 3           # every round runs under weight_loss="own"
+
+
+def test_schedules_pairs_every_method_and_resumes(files, tmp_path, capsys):
+    table, cifar = files
+    out = tmp_path / "sched.json"
+    args = ["schedules", "--seeds", "2", "--table", table, "--cifar", cifar, "--json", str(out)] + TINY
+    assert B.main(args) == 0
+    result = json.loads(out.read_text())
+    rec = {(r["seed"], r["method"]): r for r in result["records"]}
+    assert set(rec) == {(s, m) for s in (0, 1) for m in B.SCHEDULE_METHODS} and result["seeds"] == 2
+    t = B.load_nasbench201(table)
+    for s in (0, 1):
+        random = rec[(s, "random search")]
+        halving = rec[(s, "halving")]
+        # one search seed per seed: halving weighs random search's pool, within random search's weight steps
+        assert halving["pool"] == random["pool"] == 3 and halving["pool_mean"] == random["pool_mean"]
+        for m in B.SCHEDULE_METHODS:
+            r = rec[(s, m)]
+            assert 0 < r["weight_steps"] <= random["weight_steps"]
+            assert r["pick"] == t.accuracy(NB201Genotype.from_string(r["cell"]), "cifar10_test")
+            assert r["gain"] == pytest.approx(r["pick"] - r["pool_mean"])
+    diffs = [rec[(s, "paper")]["pick"] - rec[(s, "random search")]["pick"] for s in (0, 1)]
+    assert result["summary"]["paper"]["minus_random_search"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert "minus_random_search" not in result["summary"]["random search"]
+    capsys.readouterr()
+    assert B.main(args) == 0                              # everything done: resumes and runs nothing
+    assert "seed 0" not in capsys.readouterr().out
+    assert json.loads(out.read_text())["records"] == result["records"]
