@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import _ext, __version__
+from .distance.task import DEFAULT_FISHER
 from .fisher import FisherDiagonal, fisher_diagonal
 
 
@@ -370,8 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epsilon", type=_positive, help="epsilon-approximation target: test accuracy >= 1 - epsilon "
                    "(default 0.02)")
     t.add_argument("--strict", action="store_true", help="fail when a network misses 1 - epsilon (default: warn)")
-    t.add_argument("--fisher", default="exact", choices=["exact", "empirical", "mc"],
-                   help="exact: label-free (default; chosen by the ablation in docs/paper/REPORT.md); empirical: "
+    t.add_argument("--fisher", default=DEFAULT_FISHER, choices=["exact", "empirical", "mc"],
+                   help="exact: label-free (default, ftdfast.distance.task.DEFAULT_FISHER; chosen by the ablation in "
+                   "docs/paper/REPORT.md); empirical: "
                    "the target's labels fed to every network; mc: labels sampled from the network")
     t.add_argument("--fisher-data", default="test", choices=["test", "validation"],
                    help="the split the Fishers are computed on (default test, as in the paper; validation needs "

@@ -4,6 +4,7 @@ Run from the repository root after :mod:`benchmarks.transfer.groundtruth` (its s
 its cache; nothing is retrained that it trained)::
 
     .venv/bin/python -m benchmarks.transfer.compare score       # resumable, one JSON per (setting, target, seed)
+    .venv/bin/python -m benchmarks.transfer.compare asym        # d(a, b) and d(b, a) for the asymmetry pairs
     .venv/bin/python -m benchmarks.transfer.compare summarize   # -> benchmarks/transfer/compare.json, a table
 
 **Two settings** of :func:`ftdfast.transfer.rank_sources`:
@@ -50,14 +51,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: The estimators compared: label -> (name, options). The first Fisher-based one pays for the target networks.
 PEERS = {"leep": ("leep", {}), "nce": ("nce", {}), "logme": ("logme", {}), "hscore": ("hscore", {})}
+#: Labels name the options that differ from the paper's definition (head=source, params=all, fisher=empirical,
+#: on=test), whatever the library's defaults are: the library's ftd default is ``ftd[fisher=exact]``.
+PAPER = {"fisher": "empirical"}
 FTD_VARIANTS = {
-    "ftd": ("ftd", {}),                                            # the paper's: N_a as it is, all parameters
-    "ftd[fisher=exact]": ("ftd", {"fisher": "exact"}),
-    "ftd[params=body]": ("ftd", {"params": "body"}),
-    "ftd[head=probe]": ("ftd", {"head": "probe"}),
-    "ftd[head=probe,params=body]": ("ftd", {"head": "probe", "params": "body"}),
-    "ftd[on=train]": ("ftd", {"on": "train"}),
-    "fisher_cosine": ("fisher_cosine", {}),
+    "ftd": ("ftd", PAPER),                                         # the paper's: N_a as it is, all parameters
+    "ftd[fisher=exact]": ("ftd", {"fisher": "exact"}),             # the library's default
+    "ftd[params=body]": ("ftd", {**PAPER, "params": "body"}),
+    "ftd[head=probe]": ("ftd", {**PAPER, "head": "probe"}),
+    "ftd[head=probe,params=body]": ("ftd", {**PAPER, "head": "probe", "params": "body"}),
+    "ftd[on=train]": ("ftd", {**PAPER, "on": "train"}),
+    "fisher_cosine": ("fisher_cosine", PAPER),
 }
 TASK_ONLY = {"task2vec": ("task2vec", {}), "otdd": ("otdd", {})}
 SETTINGS = ("tasks", "models")
@@ -80,13 +84,12 @@ def score(args) -> None:
     for setting in args.settings:
         for spec in targets:
             target = gt.target_data(spec, args.shots, args.target_test, raws[spec.dataset])
-            seeds = (None,) if setting == "tasks" else gt.SEEDS
+            seeds = (None,) if setting == "tasks" else args.source_seeds
             for s in seeds:
                 tag = "all" if s is None else f"seed{s}"
                 path = os.path.join(args.out, setting, spec.name, f"{tag}.json")
                 done = json.load(open(path)) if os.path.exists(path) else {"rankings": {}}
-                methods = {k: e for k, e in _methods(setting, args.methods).items()
-                           if e.label not in done["rankings"]}
+                methods = {k: e for k, e in _methods(setting, args.methods).items() if k not in done["rankings"]}
                 if not methods:
                     continue
                 if setting == "tasks":
@@ -100,13 +103,63 @@ def score(args) -> None:
                     kw = {"seeds": list(gt.SEEDS)}
                 t0 = time.perf_counter()
                 out = rank_sources(sources, target, methods=list(methods.values()), progress=False, **kw)
-                for r in out.values():
-                    done["rankings"][r.method] = r.to_dict()
+                for key, est in methods.items():
+                    done["rankings"][key] = out[est.label].to_dict()
                 done.update(setting=setting, target=spec.name, source_seed=s,
                             seconds_total=done.get("seconds_total", 0.0) + time.perf_counter() - t0)
                 atomic_write_text(path, json.dumps(done, indent=1))
                 print(f"{setting} {spec.name} {tag}: {len(out)} estimators, {time.perf_counter() - t0:.0f} s",
                       flush=True)
+
+
+ASYM_METHODS = {"ftd": ("ftd", PAPER), "ftd[fisher=exact]": ("ftd", {"fisher": "exact"}), "leep": ("leep", {})}
+
+
+def asym_score(args) -> None:
+    """d(a, b) for both orders of every pair of :data:`groundtruth.ASYM_PAIRS` (sources as tasks: paired seeds)."""
+    torch.set_num_threads(args.threads)
+    raws = _raws()
+    by_name = {s.name: s for s in gt.SOURCES}
+    ordered = [p for a, b in gt.ASYM_PAIRS for p in ((a, b), (b, a))]
+    for b in sorted({b for _, b in ordered}):
+        path = os.path.join(args.out, "asym", f"{b}.json")
+        if os.path.exists(path):
+            continue
+        spec = by_name[b]
+        target = gt.target_data(spec, args.shots, args.target_test, raws[spec.dataset])
+        sources = {a: by_name[a].task.build(gt.source_data(by_name[a].dataset, args.source_train,
+                                                           raws[by_name[a].dataset]), seed=0)
+                   for a, bb in ordered if bb == b}
+        t0 = time.perf_counter()
+        methods = {k: estimators.get(n, **o) for k, (n, o) in ASYM_METHODS.items()}
+        out = rank_sources(sources, target, methods=list(methods.values()), seeds=list(gt.SEEDS),
+                           cache_dir=os.path.join(args.gt, "cache"), progress=False)
+        atomic_write_text(path, json.dumps({"target": b, "rankings": {k: out[e.label].to_dict()
+                                                                      for k, e in methods.items()},
+                                            "seconds_total": time.perf_counter() - t0}, indent=1))
+        print(f"asym {b}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def asym_summary(args) -> Dict[str, Any]:
+    """Per unordered pair: the gain difference (a -> b minus b -> a) and each estimator's prediction of its sign."""
+    gain = load_gain(args.asym_csv, "300")
+    scores = {}
+    for f in sorted(os.listdir(os.path.join(args.out, "asym"))):
+        rec = json.load(open(os.path.join(args.out, "asym", f)))
+        scores[rec["target"]] = rec["rankings"]
+    pairs, agree = [], defaultdict(list)
+    for a, b in gt.ASYM_PAIRS:
+        if b not in scores or a not in scores:
+            continue
+        row = {"a": a, "b": b, "gain_ab": gain[b][a], "gain_ba": gain[a][b]}
+        for label, r in scores[b].items():
+            sign = -1.0 if r["lower_is_better"] else 1.0
+            ab, ba = r["scores"][a], scores[a][label]["scores"][b]
+            row[label] = {"ab": ab, "ba": ba}
+            # the estimator predicts a -> b is the better direction when its (signed) score is higher there
+            agree[label].append(float((sign * (ab - ba) > 0) == (row["gain_ab"] > row["gain_ba"])))
+        pairs.append(row)
+    return {"pairs": pairs, "agreement": {k: {"hits": int(sum(v)), "of": len(v)} for k, v in agree.items()}}
 
 
 def load_gain(path: str, step: str) -> Dict[str, Dict[str, float]]:
@@ -160,6 +213,8 @@ def summarize(args) -> Dict[str, Any]:
             b = [base["300"]["per_target"][t]["kendall"] for t in ts]
             row["kendall_minus_ftd"] = dict(zip(("mean", "lo", "hi"), paired_bootstrap(a, b)))
         result["settings"][setting] = rows
+    if os.path.exists(args.asym_csv) and os.path.isdir(os.path.join(args.out, "asym")):
+        result["asymmetry"] = asym_summary(args)
     atomic_write_text(args.json, json.dumps(result, indent=1))
     print(report(result))
     return result
@@ -183,14 +238,24 @@ def report(result: Dict[str, Any]) -> str:
                 f"| {r['50']['kendall']['mean']:+.2f} | "
                 + (f"{d['mean']:+.2f} ({d['lo']:+.2f} to {d['hi']:+.2f})" if d else "-")
                 + f" | {r['cost_s']:.1f} |")
+    if "asymmetry" in result:
+        asym = result["asymmetry"]
+        lines += ["\n### asymmetry: is the better direction of each pair the one the estimator prefers?\n",
+                  "| a | b | gain a -> b | gain b -> a | " + " | ".join(f"{k}: a->b / b->a" for k in asym["agreement"])
+                  + " |", "|---|---|---:|---:|" + "---:|" * len(asym["agreement"])]
+        for r in asym["pairs"]:
+            lines.append(f"| {r['a']} | {r['b']} | {r['gain_ab']:+.1f} | {r['gain_ba']:+.1f} | "
+                         + " | ".join(f"{r[k]['ab']:.3f} / {r[k]['ba']:.3f}" for k in asym["agreement"]) + " |")
+        lines.append("\nright direction: " + ", ".join(f"{k} {v['hits']} of {v['of']}" for k, v in asym["agreement"].items()))
     return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=("score", "summarize"))
+    p.add_argument("mode", choices=("score", "asym", "summarize"))
     p.add_argument("--gt", default=os.path.join(HERE, "groundtruth"), help="the ground truth's run folder")
     p.add_argument("--csv", default=os.path.join(HERE, "groundtruth.csv"))
+    p.add_argument("--asym-csv", default=os.path.join(HERE, "groundtruth_asym.csv"))
     p.add_argument("--out", default=os.path.join(HERE, "compare"), help="score files (resumable)")
     p.add_argument("--json", default=os.path.join(HERE, "compare.json"))
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
@@ -199,9 +264,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--source-train", type=int, default=5000)
     p.add_argument("--shots", type=int, default=100)
     p.add_argument("--target-test", type=int, default=200)
+    p.add_argument("--source-seeds", type=int, nargs="+", default=list(gt.SEEDS),
+                   help="models setting: the source seeds to rank (one ranking each)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    score(args) if args.mode == "score" else summarize(args)
+    {"score": score, "asym": asym_score, "summarize": summarize}[args.mode](args)
     return 0
 
 

@@ -4,7 +4,8 @@ Run from the repository root (resumable: every unit of work is one JSON file und
 what is done; the source networks are cached under ``--out/cache``)::
 
     .venv/bin/python -m benchmarks.transfer.groundtruth run      # train sources, fine-tune, scratch (CPU, ~1 h)
-    .venv/bin/python -m benchmarks.transfer.groundtruth collect  # -> benchmarks/transfer/groundtruth.csv
+    .venv/bin/python -m benchmarks.transfer.groundtruth asym     # transfer both ways between source tasks
+    .venv/bin/python -m benchmarks.transfer.groundtruth collect  # -> groundtruth.csv, groundtruth_asym.csv
 
 **One input format.** Every image, from MNIST, Fashion-MNIST or the CIFAR-10 subset, becomes 3 x 32 x 32 in
 [0, 1] (grey images zero-padded from 28 to 32 and repeated over 3 channels), normalized by the fixed
@@ -283,38 +284,87 @@ def run(args) -> None:
             bar.update(1)
 
 
-def collect(args) -> None:
+#: Ordered both ways for the asymmetry question: does d(a, b) < d(b, a) where transfer a -> b beats b -> a?
+ASYM_PAIRS: Tuple[Tuple[str, str], ...] = (
+    ("mnist-all", "mnist-0to4"), ("fashion-all", "fashion-shoes"), ("cifar-all", "cifar-vehicles"),
+    ("fashion-tops", "fashion-shoes"), ("cifar-vehicles", "cifar-animals"), ("mnist-all", "fashion-all"),
+)
+
+
+def asym(args) -> None:
+    """Transfer both ways between the source tasks of :data:`ASYM_PAIRS`: source network a fine-tuned on a
+    few-shot version of task b (built from b's dataset's test split like every target), and scratch on it."""
+    torch.set_num_threads(args.threads)
+    cache = Cache(os.path.join(args.out, "cache"))
+    raws = {d: raw_dataset(d, args.shared, args.fashion) for d in ("mnist", "fashion", "cifar10")}
+    by_name = {s.name: s for s in SOURCES}
+    ordered = [p for a, b in ASYM_PAIRS for p in ((a, b), (b, a))]
+    tasks = sorted({b for _, b in ordered})
+    units = [(None, b, s) for b in tasks for s in SEEDS] + [(a, b, s) for a, b in ordered for s in SEEDS]
+    tdata = {b: target_data(by_name[b], args.shots, args.target_test, raws[by_name[b].dataset]) for b in tasks}
+    with progress_bar(total=len(units), enabled=True, desc="asymmetry", unit="run") as bar:
+        for a, b, s in units:
+            name = "scratch" if a is None else a
+            path = os.path.join(args.out, "asym", b, f"{name}__seed{s}.json")
+            if not os.path.exists(path):
+                start = time.perf_counter()
+                if a is None:
+                    model = scratch_network(tdata[b], s)
+                else:
+                    model = copy.deepcopy(source_network(by_name[a], s, cache, args.source_train,
+                                                         raws[by_name[a].dataset])[0])
+                acc = finetune(model, tdata[b], s, args.steps)
+                atomic_write_text(path, json.dumps({
+                    "source": name, "target": b, "seed": s, "steps": args.steps, "shots": args.shots,
+                    "n_train": len(tdata[b].y_train), "n_test": len(tdata[b].y_test),
+                    "accuracy": {str(k): v for k, v in acc.items()},
+                    "seconds": time.perf_counter() - start}, indent=1))
+            bar.update(1)
+
+
+def _rows(folder: str) -> List[dict]:
     rows = []
-    for root, _, files in os.walk(os.path.join(args.out, "runs")):
+    for root, _, files in os.walk(folder):
         for f in sorted(files):
             if f.endswith(".json"):
                 with open(os.path.join(root, f)) as fh:
                     rows.append(json.load(fh))
-    if not rows:
-        raise SystemExit(f"no runs under {args.out}/runs: run `run` first")
+    return rows
+
+
+def _write_csv(rows: List[dict], path: str) -> None:
     steps = sorted({int(k) for r in rows for k in r["accuracy"]})
-    rows.sort(key=lambda r: (r["target"], r["source"] != "scratch", r["source"], r["seed"]))
-    tmp = args.csv + ".tmp"
+    rows = sorted(rows, key=lambda r: (r["target"], r["source"] != "scratch", r["source"], r["seed"]))
+    tmp = path + ".tmp"
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["target", "source", "seed", "n_train", "n_test"] + [f"acc_{k}" for k in steps])
         for r in rows:
             w.writerow([r["target"], r["source"], r["seed"], r["n_train"], r["n_test"]]
                        + [f"{r['accuracy'].get(str(k), float('nan')):.4f}" for k in steps])
-    os.replace(tmp, args.csv)
-    src_rows = []
-    for f in sorted(os.listdir(os.path.join(args.out, "sources"))):
-        with open(os.path.join(args.out, "sources", f)) as fh:
-            src_rows.append(json.load(fh))
+    os.replace(tmp, path)
+
+
+def collect(args) -> None:
+    rows = _rows(os.path.join(args.out, "runs"))
+    if not rows:
+        raise SystemExit(f"no runs under {args.out}/runs: run `run` first")
+    _write_csv(rows, args.csv)
+    asym_rows = _rows(os.path.join(args.out, "asym"))
+    if asym_rows:
+        _write_csv(asym_rows, args.asym_csv)
+    src_rows = _rows(os.path.join(args.out, "sources"))
     atomic_write_text(args.sources_json, json.dumps(src_rows, indent=1))
-    print(f"{len(rows)} runs -> {args.csv}; {len(src_rows)} source networks -> {args.sources_json}")
+    print(f"{len(rows)} runs -> {args.csv}; {len(asym_rows)} asymmetry runs -> {args.asym_csv}; "
+          f"{len(src_rows)} source networks -> {args.sources_json}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=("run", "collect"))
+    p.add_argument("mode", choices=("run", "asym", "collect"))
     p.add_argument("--out", default=os.path.join(HERE, "groundtruth"), help="run folder (resumable)")
     p.add_argument("--csv", default=os.path.join(HERE, "groundtruth.csv"))
+    p.add_argument("--asym-csv", default=os.path.join(HERE, "groundtruth_asym.csv"))
     p.add_argument("--sources-json", default=os.path.join(HERE, "groundtruth_sources.json"))
     p.add_argument("--shared", default=SHARED, help="folder with mnist.npz and cifar10-small.npz")
     p.add_argument("--fashion", default=FASHION, help="folder with Fashion-MNIST's IDX files")
@@ -326,7 +376,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--targets", nargs="*", help="only these targets (names)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    run(args) if args.mode == "run" else collect(args)
+    {"run": run, "asym": asym, "collect": collect}[args.mode](args)
     return 0
 
 

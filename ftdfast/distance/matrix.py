@@ -63,7 +63,7 @@ from .inputs import check_values
 from .measures import cosine_distance, fisher_task_distance, legacy_distance
 from .padding import pad_to_common
 from .result import DistanceMatrix
-from .task import METHODS
+from .task import DEFAULT_FISHER, METHODS
 
 HEADS = ("shared", "legacy")
 FISHER_DATA = ("test", "validation")
@@ -146,7 +146,7 @@ def _task_name(t) -> str:
 
 def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[TrainConfig] = None,
                     epochs: Optional[int] = None, cache_dir: Optional[str] = None, device=None,
-                    method: str = "fisher", head: str = "shared", fisher: str = "exact", fisher_data: str = "test",
+                    method: str = "fisher", head: str = "shared", fisher: str = DEFAULT_FISHER, fisher_data: str = "test",
                     mc_seed: int = 0, strict: bool = False, targets: Optional[Sequence[int]] = None,
                     progress: bool = True, **fisher_options) -> DistanceMatrix:
     """The K x K task-distance matrix of ``tasks`` for one architecture, over seeds.

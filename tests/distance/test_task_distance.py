@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ftdfast.distance import cosine_distance, fisher_task_distance, legacy_distance, task_distance
 
-OPTS = dict(progress=False)
+OPTS = dict(progress=False, fisher="empirical")  # the oracle below is the empirical Fisher
 
 
 def net(seed, hidden=4, outputs=3):
@@ -153,3 +153,22 @@ def test_dead_network_gives_the_zero_trace_error():
     alive[2].bias.requires_grad_(False)
     with pytest.raises(ValueError, match="F_ab has trace 0.*gradients on the data are all zero"):
         task_distance(dead, alive, (x, y), **OPTS)
+
+
+def test_one_default_fisher_for_every_distance_entry_point():
+    """task_distance, distance_matrix and the transfer estimator ftd share one default Fisher: the label-free one."""
+    import inspect
+
+    from ftdfast.distance import distance_matrix
+    from ftdfast.distance.task import DEFAULT_FISHER
+    from ftdfast.fisher import fisher_diagonal
+    from ftdfast.transfer import estimators
+
+    assert DEFAULT_FISHER == "exact"
+    assert inspect.signature(distance_matrix).parameters["fisher"].default == DEFAULT_FISHER
+    assert estimators.get("ftd").fisher == DEFAULT_FISHER
+    net_a, net_b = net(0), net(1)
+    d = data(20)
+    fa = fisher_diagonal(net_a, d, fisher="exact", progress=False)
+    fb = fisher_diagonal(net_b, d, fisher="exact", progress=False)
+    assert task_distance(net_a, net_b, d, progress=False) == pytest.approx(fisher_task_distance(fa, fb), abs=1e-12)

@@ -32,12 +32,12 @@ def check_ranking(r):
 def test_source_tasks_against_a_dataset_target(tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
     code, out, err = run(["transfer", "rank", "--source-tasks", "digits:0,3", "--target", "digits:2",
-                          "--target-train", "40", "--method", "ftd,ftd[params=body;fisher=exact],leep", *TINY,
+                          "--target-train", "40", "--method", "ftd,ftd[params=body;fisher=empirical],leep", *TINY,
                           "--json", str(out_json), "--plot", str(out_png)], capsys)
     assert code == 0, err
     d = json.loads(out_json.read_text())
     assert d["sources"] == ["digits:0", "digits:3"] and d["target"] == "digits:2"
-    assert list(d["rankings"]) == ["ftd", "ftd[params=body,fisher=exact]", "leep"]
+    assert list(d["rankings"]) == ["ftd", "ftd[params=body,fisher=empirical]", "leep"]
     for label, r in d["rankings"].items():
         check_ranking(r)
         assert f"{label} (" in out and all(name in out for name in r["order"])

@@ -62,7 +62,8 @@ def test_empirical_fisher_with_a_source_head_narrower_than_the_target():
     x, y = draw((8,), 30, 0, "first")
     y = torch.arange(30) % 3
     with pytest.raises(ValueError, match="has 2 outputs but the target has 3 classes.*fisher='exact'"):
-        rank_sources(nets, (x, y, x, y), "ftd", target_model=nets["related"], progress=False)
+        rank_sources(nets, (x, y, x, y), get("ftd", fisher="empirical"), target_model=nets["related"],
+                     progress=False)
 
 
 def test_task2vec_needs_the_sources_data():

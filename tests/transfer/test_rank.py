@@ -17,7 +17,7 @@ try:
 except ImportError:  # the otdd estimator needs POT (pip install pot)
     DATA_METHODS = tuple(n for n in names() if n != "otdd")
 MODEL_METHODS = [n for n in DATA_METHODS if n not in ("task2vec", "otdd")]
-VARIANTS = [get("ftd", params="body"), get("ftd", head="probe"), get("ftd", fisher="exact"),
+VARIANTS = [get("ftd", params="body"), get("ftd", head="probe"), get("ftd", fisher="empirical"),
             get("ftd", fisher="mc", on="train"), get("fisher_cosine", params="body")]
 
 

@@ -37,10 +37,11 @@ def hand_fishers(src, tgt, target, kind, split):
 
 # (id, estimator options, Fisher kind, split, parameters compared, the measure)
 CASES = [
-    ("paper-default", {}, "empirical", "test", ALL, hellinger),
-    ("body", {"params": "body"}, "empirical", "test", BODY, hellinger),
+    ("default", {}, "exact", "test", ALL, hellinger),
+    ("paper", {"fisher": "empirical"}, "empirical", "test", ALL, hellinger),
+    ("body", {"params": "body", "fisher": "empirical"}, "empirical", "test", BODY, hellinger),
     ("exact-on-train", {"fisher": "exact", "on": "train"}, "exact", "train", ALL, hellinger),
-    ("cosine", {"measure": "fisher_cosine"}, "empirical", "test", ALL, one_minus_cosine),
+    ("cosine", {"measure": "fisher_cosine", "fisher": "empirical"}, "empirical", "test", ALL, one_minus_cosine),
     ("cosine-exact-body", {"measure": "fisher_cosine", "fisher": "exact", "params": "body"}, "exact", "test", BODY,
      one_minus_cosine),
 ]
@@ -58,10 +59,10 @@ def test_against_hand_fishers(case):
     assert est.lower_is_better and est.seeded
 
 
-def test_paper_default_is_the_empirical_fisher_on_the_test_split():
+def test_default_is_the_paper_but_for_the_label_free_fisher():
     est = get("ftd")
-    assert DEFAULT_FISHER == "empirical"
-    assert (est.head, est.params, est.fisher, est.on) == ("source", "all", "empirical", "test")
+    assert DEFAULT_FISHER == "exact"  # the one default of every task distance (ftdfast.distance.task)
+    assert (est.head, est.params, est.fisher, est.on) == ("source", "all", "exact", "test")
 
 
 def test_probe_head_replaces_the_source_head_by_the_fitted_one():
@@ -74,5 +75,5 @@ def test_probe_head_replaces_the_source_head_by_the_fitted_one():
     x, y = target.x_test.double().numpy(), target.y_test.numpy()
     Fa = per_sample_squares(*probe, x, np.eye(3)[y])
     Fb = per_sample_squares(*params_of(tgt), x, np.eye(3)[y])
-    got = get("ftd", head="probe").per_seed(context.sources[0], target, context)
+    got = get("ftd", head="probe", fisher="empirical").per_seed(context.sources[0], target, context)
     assert got == pytest.approx([hellinger(Fa, Fb, ALL)], rel=1e-4)

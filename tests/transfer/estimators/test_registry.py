@@ -28,7 +28,7 @@ def test_unknown_names_and_options_are_refused_with_the_choices():
 
 
 def test_label_names_the_options_that_differ_from_the_defaults():
-    assert get("ftd", head="probe", fisher="exact", on="test").label == "ftd[head=probe,fisher=exact]"
+    assert get("ftd", head="probe", fisher="empirical", on="test").label == "ftd[head=probe,fisher=empirical]"
 
 
 def test_a_new_estimator_is_one_class_and_one_registration():
