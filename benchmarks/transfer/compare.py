@@ -22,7 +22,7 @@ paired by seed and averaged over the 3 seeds (:mod:`benchmarks.transfer.groundtr
 (``acc_300``) and after 50 steps (the speed of transfer).
 
 **Statistics** (:mod:`benchmarks.transfer.stats`): per target Kendall tau-b, Spearman, top-1 hit and regret;
-their means over the 7 targets with percentile-bootstrap 95% intervals over targets; each estimator against the
+their means over the 6 targets with percentile-bootstrap 95% intervals over targets; each estimator against the
 paper's FTD paired by target. Costs: wall seconds of each estimator's scoring as ``rank_sources`` reports it
 (the target networks' training is charged to the first estimator that needs them: see ``target_nets_s``).
 """
@@ -183,6 +183,10 @@ def summarize(args) -> Dict[str, Any]:
         per_method: Dict[str, Dict[str, List[Dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
         cost: Dict[str, List[float]] = defaultdict(list)
         for target in sorted(os.listdir(folder)):
+            complete = all(target in g and len(g[target]) == len(gt.SOURCES) for g in gains.values())
+            if not complete:
+                print(f"{setting} {target}: the ground truth lacks some (source, seed) runs; left out", file=sys.stderr)
+                continue
             for f in sorted(os.listdir(os.path.join(folder, target))):
                 rec = json.load(open(os.path.join(folder, target, f)))
                 for label, r in rec["rankings"].items():
