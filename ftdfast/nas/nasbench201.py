@@ -337,7 +337,8 @@ class NB201Network(nn.Module):
 # ------------------------------------------------------------------------------------------ the table
 class NB201Table:
     """Recorded accuracies (%) of NAS-Bench-201 cells: ``table.accuracy(genotype, "cifar10_test")``,
-    ``table.percentile(value, column)``; ``table.cells`` (genotypes, file order), ``table.columns`` (names)."""
+    ``table.percentile(value, column)``, ``table.expected_best_of(n, select, score, space)`` (a random search's
+    expected pick); ``table.cells`` (genotypes, file order), ``table.columns`` (names)."""
 
     def __init__(self, cells: Sequence[NB201Genotype], values: Dict[str, List[float]], source: str = "table"):
         self.cells = list(cells)
@@ -381,6 +382,36 @@ class NB201Table:
         if not rows:
             raise ValueError(f"{self.source} holds no cell of {space}")
         return self.cells[max(rows, key=lambda r: (values[r], -r))]
+
+
+    def expected_best_of(self, n: int, select: str, score: str, space: Optional[NB201Space] = None) -> float:
+        """The expected ``score`` of a random search's pick: ``n`` distinct cells drawn uniformly from the table's
+        cells of ``space`` (default all; every one of them when ``n`` is at least their number), the one with the
+        highest ``select`` kept (ties broken uniformly at random). Exact, from the table (no sampling).
+
+        With the M cells sorted by ``select`` and ``b`` cells strictly above a group of ``k`` tied cells, the pick
+        falls in the group with probability ``(C(M - b, n) - C(M - b - k, n)) / C(M, n)``, and inside it on each
+        cell alike; ``n = 1`` gives the mean ``score`` of the cells.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1 (the number of cells a search weighs), got {n!r}")
+        sel, sco = self._column(select), self._column(score)
+        rows = [r for r, g in enumerate(self.cells) if space is None or space.contains(g)]
+        if not rows:
+            raise ValueError(f"{self.source} holds no cell of {space}")
+        M = len(rows)
+        n = min(n, M)
+        total = math.comb(M, n)
+        groups: Dict[float, List[float]] = {}
+        for r in rows:
+            groups.setdefault(sel[r], []).append(sco[r])
+        expected, above = 0.0, 0
+        for value in sorted(groups, reverse=True):
+            tied = groups[value]
+            p = (math.comb(M - above, n) - math.comb(M - above - len(tied), n)) / total
+            expected += p * sum(tied) / len(tied)
+            above += len(tied)
+        return expected
 
 
 def load_nasbench201(path: str) -> NB201Table:

@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from ftdfast.nas import NB201_OPS, Budget, NB201Genotype, NB201Network, NB201Space, fuse_search, load_nasbench201
+from ftdfast.nas import (NB201_OPS, Budget, NB201Genotype, NB201Network, NB201Space, NB201Table, fuse_search,
+                         load_nasbench201)
 from ftdfast.nas.nasbench201 import NB201Cell, ResidualReduction
 from ftdfast.nas.search import SplitData
 
@@ -172,3 +173,45 @@ def test_the_shared_table():
     assert max(t.values("cifar10_test")) == pytest.approx(89.16, abs=0.01)      # the README's figure
     assert str(t.best("cifar10_val")) == BEST and t.percentile(89.16, "cifar10_test") == 100.0
     assert NB201_OPS == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def _table(vals, tests, cells):
+    return NB201Table(cells, {"v": list(vals), "t": list(tests)}, source="synthetic")
+
+
+def _brute_best_of(table, n, space):
+    """Average over every n-subset of the space's cells of the mean test accuracy of its tied best by "v"."""
+    cells = [g for g in table.cells if g in space]
+    n = min(n, len(cells))
+    picks = []
+    for subset in itertools.combinations(cells, n):
+        top = max(table.accuracy(g, "v") for g in subset)
+        tied = [table.accuracy(g, "t") for g in subset if table.accuracy(g, "v") == top]
+        picks.append(sum(tied) / len(tied))
+    return sum(picks) / len(picks)
+
+
+def test_expected_best_of_by_hand():
+    cells = list(NB201Space(("none", "skip_connect"), num_nodes=3).genotypes())[:3]
+    t = _table([3, 2, 1], [10, 20, 30], cells)
+    # pairs {1,2} -> 10, {1,3} -> 10, {2,3} -> 20
+    assert t.expected_best_of(2, "v", "t") == pytest.approx(40 / 3)
+    assert t.expected_best_of(1, "v", "t") == pytest.approx(20) and t.expected_best_of(9, "v", "t") == 10
+    tied = _table([5, 5, 1], [10, 20, 30], cells)       # a tie at the top is broken at random: 15
+    assert tied.expected_best_of(3, "v", "t") == pytest.approx(15)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        t.expected_best_of(0, "v", "t")
+    with pytest.raises(ValueError, match="holds no cell of"):
+        t.expected_best_of(1, "v", "t", NB201Space(("nor_conv_3x3",), num_nodes=3))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 27])
+@pytest.mark.parametrize("ops", [("none", "skip_connect", "nor_conv_1x1"), ("skip_connect", "nor_conv_1x1")],
+                         ids=["27-cells", "8-cells"])
+def test_expected_best_of_against_enumeration(n, ops):
+    cells = list(NB201Space(("none", "skip_connect", "nor_conv_1x1"), num_nodes=3).genotypes())
+    vals = [(7 * k) % 5 for k in range(len(cells))]            # many ties
+    tests = [float((11 * k) % 13) for k in range(len(cells))]
+    t = _table(vals, tests, cells)
+    space = NB201Space(ops, num_nodes=3)
+    assert t.expected_best_of(n, "v", "t", space) == pytest.approx(_brute_best_of(t, n, space), rel=1e-12)
