@@ -322,6 +322,14 @@ def report(table: NB201Table, path: str) -> Dict[str, Any]:
             rho_top[f"{a}|{b}"] = spearman([va[k] for k in keep], [vb[k] for k in keep])
     out["spearman_test_all_cells"] = rho_all
     out["spearman_test_top25_union"] = rho_top
+    # the noise ceiling of those: within a task, validation against test accuracy (two independent samples of
+    # the same trained networks), all cells and the top 25 by validation
+    within = {}
+    for t in tasks:
+        v, te = table.values(f"{t}_val"), table.values(f"{t}_test")
+        top = [k for k, r in enumerate(_ranks_desc(v)) if r <= 25]
+        within[t] = {"all": spearman(v, te), "top25": spearman([v[k] for k in top], [te[k] for k in top])}
+    out["spearman_val_test_within_task"] = within
     return out
 
 
