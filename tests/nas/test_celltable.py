@@ -159,3 +159,18 @@ def test_bootstrap_interval_covers_the_mean():
     lo, hi = ct._bootstrap(v)
     assert 1.0 <= lo < statistics.fmean(v) < hi <= 10.0
     assert ct._bootstrap([2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_report_of_the_synthetic_table():
+    table = _synthetic_table()
+    rep = ct.report(table, "synthetic")
+    conv1 = "|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|"
+    assert rep["best"]["a"]["cell"] == rep["best"]["b"]["cell"] == conv1 and rep["best"]["a"]["ops"] == ["nor_conv_1x1"]
+    assert rep["best"]["c"]["cell"] == "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|"
+    assert rep["distinct_best_cells"] == 2 == rep["distinct_best_op_sets"]
+    assert rep["best_cell_ranks"]["a"] == {"a": 1, "b": 1, "c": pytest.approx(1 + sum(
+        v > table.accuracy(conv1, "c_val") for v in table.values("c_val")))}
+    assert rep["spearman_val_test_within_task"]["a"] == {"all": pytest.approx(1.0), "top25": pytest.approx(1.0)}
+    stats = pytest.importorskip("scipy.stats")
+    rho = stats.spearmanr(table.values("a_test"), table.values("c_test")).statistic
+    assert rep["spearman_test_all_cells"]["a|c"] == pytest.approx(rho)
