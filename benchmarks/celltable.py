@@ -2,7 +2,7 @@
 
 Run from the repository root (one core, niced; ``OMP_NUM_THREADS=1``)::
 
-    nice -n 5 .venv/bin/python -m benchmarks.celltable run       # ~40 min CPU: 750 units + 30 second seeds
+    nice -n 5 .venv/bin/python -m benchmarks.celltable run       # 35 min CPU: 750 units + 30 second seeds
     nice -n 10 .venv/bin/python -m benchmarks.celltable distance # minutes: -> benchmarks/celltable_distance.json
     .venv/bin/python -m benchmarks.celltable collect             # -> celltable.csv, celltable_report.json
     .venv/bin/python -m benchmarks.celltable fair                # seconds: -> benchmarks/celltable_fair.json
@@ -18,8 +18,7 @@ images test (1,500 / 500 / 500 by default: cat-vs-dog has 2,000 training images 
 
 **Sizing** (one core of the project's shared 2-core machine, one torch thread): a unit of 1,500 images and 3
 epochs takes 1 s CPU (a cell whose output is zero) to 4 s (three 3x3 convolutions), about 2.8 s on average, so
-the 750 units take about 35 min CPU; the run's process gets 45-65% of a core on that machine, hence about 70
-min. The first setting tried (1,000 test images, 4 epochs, 10 second seeds per task) measured 4-6 s per unit
+the 750 units take about 35 min CPU; beside 3-4 other processes on that machine they took 57 min. The first setting tried (1,000 test images, 4 epochs, 10 second seeds per task) measured 3-6 s CPU per unit
 and would have ended after the deadline. 3 epochs are about 70 Adam steps: the table ranks cells after short
 training (as NAS-Bench-201's 12-epoch table does, more so), so it is ground truth for this budget.
 
@@ -34,7 +33,11 @@ with other settings into the same folder is refused (use another ``--out``).
 the final ones and the epoch of the best validation accuracy; and the report of how different the tasks' best
 cells are (``--json``).
 
-**fair** (section 3 of issue 24): see :func:`fair`.
+**distance**: the Fisher task distance between the tasks (:func:`distance`).
+
+**fair** (section 3 of issue 24): the fair test of TA-NAS's premise on the table (:func:`fair_test`): per target
+task and N, the regret of the distance's choice of baseline, of a random one and of the general space, Spearman
+(-distance, payoff), an exact permutation test and bootstrap 95% intervals over the targets.
 """
 from __future__ import annotations
 
