@@ -18,8 +18,9 @@ images test (1,500 / 500 / 500 by default: cat-vs-dog has 2,000 training images 
 
 **Sizing** (one core of the project's shared 2-core machine, one torch thread): a unit of 1,500 images and 3
 epochs takes 1 s CPU (a cell whose output is zero) to 4 s (three 3x3 convolutions), about 2.8 s on average, so
-the 750 units take about 35 min CPU; beside 3-4 other processes on that machine they took 57 min. The first setting tried (1,000 test images, 4 epochs, 10 second seeds per task) measured 3-6 s CPU per unit
-and would have ended after the deadline. 3 epochs are about 70 Adam steps: the table ranks cells after short
+the 750 units take about 35 min CPU; beside 3-4 other processes on that machine they took 57 min. The first
+setting tried (1,000 test images, 4 epochs, 10 second seeds per task) measured 3-6 s CPU per unit and would
+have ended after the deadline. 3 epochs are about 70 Adam steps: the table ranks cells after short
 training (as NAS-Bench-201's 12-epoch table does, more so), so it is ground truth for this budget.
 
 **run**: per unit (task, cell, seed) the network is trained with Adam (lr ``--lr``, batch ``--batch-size``) for
@@ -364,8 +365,8 @@ def collect(args) -> None:
     print(f"{len(recs)} units -> {args.csv}; {r['distinct_best_cells']} distinct best cells, "
           f"{r['distinct_best_op_sets']} distinct operation sets over {len(r['tasks'])} tasks")
     for t, b in r["best"].items():
-        print(f"  {t:15s} {b['cell']:55s} val {b['val']:.1f} test {b['test']:.1f} (best test {b['best_test_of_table']:.1f}, "
-              f"mean {b['mean_test']:.1f}) ops {b['ops']}")
+        print(f"  {t:15s} {b['cell']:55s} val {b['val']:.1f} test {b['test']:.1f} "
+              f"(best test {b['best_test_of_table']:.1f}, mean {b['mean_test']:.1f}) ops {b['ops']}")
     print("  Spearman of test accuracies, all cells: " + ", ".join(f"{k} {v:+.2f}" for k, v in
                                                                   r["spearman_test_all_cells"].items()))
 

@@ -11,7 +11,7 @@ import torch
 
 from benchmarks import celltable as ct
 from ftdfast.distance import DistanceMatrix
-from ftdfast.nas import NB201_OPS, NB201Genotype, NB201Table
+from ftdfast.nas import NB201Genotype, NB201Table
 
 CELLS = [NB201Genotype.from_string(s) for s in ("|nor_conv_1x1~0|+|skip_connect~0|none~1|",
                                                 "|avg_pool_3x3~0|+|nor_conv_3x3~0|skip_connect~1|")]

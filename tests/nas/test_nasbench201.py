@@ -74,7 +74,8 @@ def test_three_node_space():
     assert r == NB201Space(("skip_connect", "nor_conv_1x1"), num_nodes=3) and r.size() == 8
     assert NB201Space.from_dict(r.to_dict()) == r and r.to_dict()["num_nodes"] == 3
     # a 4-node cell's operations restrict a 3-node space (only the operations matter)
-    assert s.restrict_to(BEST).ops == ("skip_connect", "nor_conv_1x1", "nor_conv_3x3") and s.restrict_to(BEST).num_nodes == 3
+    r4 = s.restrict_to(BEST)
+    assert r4.ops == ("skip_connect", "nor_conv_1x1", "nor_conv_3x3") and r4.num_nodes == 3
     assert "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|" not in s and "|none~0|+|none~0|none~1|" not in NB201Space()
     assert NB201Space().to_dict() == {"kind": "nasbench201", "ops": list(NB201_OPS)}   # 4-node dicts unchanged
     for bad in (2, 5, 4.0, True):
