@@ -332,8 +332,8 @@ def report(table: NB201Table, path: str) -> Dict[str, Any]:
 
 def seed_noise(csv_path: str) -> Dict[str, Any]:
     """Per task, over the cells with two seeds: the mean absolute difference of the final test accuracy between
-    the seeds, Spearman of the two seeds' validation accuracies, and whether seed 0's best cell stays best by
-    the mean of both seeds' validation accuracies."""
+    the seeds, Spearman of the two seeds' validation (and test) accuracies, and whether seed 0's best cell stays
+    best by the mean of both seeds' validation accuracies."""
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     by = {}
@@ -350,6 +350,7 @@ def seed_noise(csv_path: str) -> Dict[str, Any]:
         out[t] = {"cells": len(cells),
                   "mean_abs_test_diff": statistics.fmean(abs(two[c][0][1] - two[c][1][1]) for c in cells),
                   "spearman_val_seed0_seed1": spearman([two[c][0][0] for c in cells], [two[c][1][0] for c in cells]),
+                  "spearman_test_seed0_seed1": spearman([two[c][0][1] for c in cells], [two[c][1][1] for c in cells]),
                   "seed0_best_is_best_by_mean": best0 == best_mean, "best_by_mean": best_mean}
     return out
 
