@@ -174,3 +174,17 @@ def test_report_of_the_synthetic_table():
     stats = pytest.importorskip("scipy.stats")
     rho = stats.spearmanr(table.values("a_test"), table.values("c_test")).statistic
     assert rep["spearman_test_all_cells"]["a|c"] == pytest.approx(rho)
+
+
+def test_seed_noise_by_hand(tmp_path):
+    cells = list(ct.SPACE.genotypes())[:3]
+    seeds = {0: ([90.0, 80.0, 70.0], [50.0, 60.0, 70.0]), 1: ([85.0, 80.0, 90.0], [52.0, 57.0, 70.0])}
+    recs = [_record("mnist10", g, s, [seeds[s][0][k]], [seeds[s][1][k]]) for s in seeds for k, g in enumerate(cells)]
+    path = str(tmp_path / "t.csv")
+    ct.write_csv(recs, path)
+    noise = ct.seed_noise(path)["mnist10"]
+    assert noise["cells"] == 3 and noise["mean_abs_test_diff"] == pytest.approx((2 + 3 + 0) / 3)
+    # ranks (3, 2, 1) against (2, 1, 3): 1 - 6 * (1 + 1 + 4) / (3 * 8) = -0.5
+    assert noise["spearman_val_seed0_seed1"] == pytest.approx(-0.5)
+    assert noise["spearman_test_seed0_seed1"] == pytest.approx(1.0)
+    assert noise["seed0_best_is_best_by_mean"] and noise["best_by_mean"] == str(cells[0])
