@@ -6,6 +6,7 @@ Run from the repository root (one core, niced; ``OMP_NUM_THREADS=1``)::
     nice -n 10 .venv/bin/python -m benchmarks.celltable distance # minutes: -> benchmarks/celltable_distance.json
     .venv/bin/python -m benchmarks.celltable collect             # -> celltable.csv, celltable_report.json
     .venv/bin/python -m benchmarks.celltable fair                # seconds: -> benchmarks/celltable_fair.json
+    nice -n 5 .venv/bin/python -m benchmarks.celltable search    # real searches scored by the table (resumable)
 
 **The space.** The 125 cells of 3 nodes over NAS-Bench-201's 5 operations (``NB201Space(num_nodes=3)``),
 each in the NAS-Bench-201 skeleton at ``--channels`` (8) and 1 cell per stage, inputs average-pooled to 16x16.
@@ -501,6 +502,128 @@ def fair(args) -> None:
     print(fair_markdown(res))
 
 
+# ------------------------------------------------------------------------------------------ real searches
+SEARCH_METHODS = ("paper", "halving", "threshold", "random search", "TA-NAS")
+SEARCH_TARGETS = ("mnist10", "fashion10", "cifar10")
+
+
+def tanas_space(table: NB201Table, dist, target: str) -> Tuple[str, NB201Space]:
+    """TA-NAS's space for ``target``: the operations of the dictionary cell (the table's best by validation
+    accuracy) of the task closest to ``target`` by the Fisher distance (mean over its seeds)."""
+    others = [b for b in table_tasks(table) if b != target]
+    closest = min(others, key=lambda b: float(dist.mean[dist.index(b), dist.index(target)]))
+    return closest, SPACE.restrict_to(table.best(f"{closest}_val"))
+
+
+def search_unit(table: NB201Table, dist, data, target: str, method: str, seed: int, budget) -> Dict[str, Any]:
+    """One real search on ``target``'s data, its pick scored by the table (``<target>_test``, seed 0), and ranked
+    inside the cells it weighed. Every method of one seed uses one search seed (the same split and first pool)."""
+    from ftdfast.nas import fuse_search, random_search
+    from ftdfast.nas.search import Budget
+    from .nasbench201 import _pool_rank, _weighed
+    s = derive_seed(seed, "celltable-search", target)
+    t0 = time.process_time()
+    closest = None
+    if method == "random search":
+        out = random_search(SPACE, data, budget, seed=s, val_fraction=0.25, progress=False)
+    elif method == "TA-NAS":
+        closest, space = tanas_space(table, dist, target)
+        out = fuse_search(space, data, Budget(**{**budget.to_dict(), "schedule": "paper"}), seed=s,
+                          val_fraction=0.25, progress=False)
+    else:
+        out = fuse_search(SPACE, data, Budget(**{**budget.to_dict(), "schedule": method}), seed=s,
+                          val_fraction=0.25, progress=False)
+    column = f"{target}_test"
+    return {"target": target, "method": method, "seed": seed, "cell": str(out.genotype), "closest": closest,
+            "weight_steps": out.weight_steps, "cpu_seconds": time.process_time() - t0,
+            "percentile": table.percentile(table.accuracy(out.genotype, column), column),
+            "table_best": max(table.values(column)), **_pool_rank(table, _weighed(out), out.genotype, column)}
+
+
+def search(args) -> None:
+    """Real searches scored by the table, resumable (one JSON per (target, method, seed) under ``--out``)."""
+    from ftdfast.distance import DistanceMatrix
+    from ftdfast.nas.search import Budget
+    from ftdfast.tasks import TaskData
+    table = load_table(args.csv)
+    dist = DistanceMatrix.load(args.matrix)
+    budget = Budget(iterations=2, candidates=4, rounds=4, w_steps=16, channels=args.channels, layers=1,
+                    batch_size=64)
+    by_name = {t.task.name: t for t in TASKS}
+    data = load_datasets(args, sorted({by_name[t].dataset for t in args.targets}))
+    units = [(t, m, s) for s in range(args.seeds) for t in args.targets for m in args.methods]
+    with progress_bar(total=len(units), enabled=True, desc="searches", unit="search") as bar:
+        for t, m, s in units:
+            path = os.path.join(args.out, t, f"{m.replace(' ', '-')}-s{s}.json")
+            if not os.path.exists(path):
+                sp = build_split(by_name[t], data[by_name[t].dataset], args)
+                td = TaskData(by_name[t].task, torch.cat([sp.x_train, sp.x_val]), torch.cat([sp.y_train, sp.y_val]),
+                              sp.x_test, sp.y_test, sp.num_classes, "cross_entropy", source=by_name[t].dataset)
+                rec = search_unit(table, dist, td, t, m, s, budget)
+                atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+                print(f"{t} {m} seed {s}: {rec['pick']:.2f}% (pool mean {rec['pool_mean']:.2f}, rank {rec['rank']}/"
+                      f"{rec['pool']}), {rec['cpu_seconds']:.0f} s CPU", flush=True)
+            bar.update(1)
+    summary = search_summary(_search_records(args.out))
+    atomic_write_text(args.json, json.dumps(summary, indent=1) + "\n")
+    print(search_markdown(summary))
+
+
+def _search_records(out: str) -> List[Dict[str, Any]]:
+    recs = []
+    for root, _, files in os.walk(out):
+        for f in sorted(files):
+            if f.endswith(".json"):
+                with open(os.path.join(root, f)) as fh:
+                    recs.append(json.load(fh))
+    return recs
+
+
+def _t_interval(v: Sequence[float]) -> Dict[str, Any]:
+    from scipy import stats as sps
+    m = statistics.fmean(v)
+    half = float(sps.t.ppf(0.975, len(v) - 1) * statistics.stdev(v) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+    return {"mean": m, "ci95": [m - half, m + half], "n": len(v)}
+
+
+def search_summary(recs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per method, over every (target, seed) that every method finished: the pick's table accuracy, its gain
+    over the mean of the cells its search weighed, and its paired difference with random search (95% t
+    intervals over the (target, seed) units)."""
+    by = {(r["target"], r["seed"], r["method"]): r for r in recs}
+    methods = [m for m in SEARCH_METHODS if any(k[2] == m for k in by)]
+    units = sorted({(t, s) for t, s, _ in by if all((t, s, m) in by for m in methods)})
+    out: Dict[str, Any] = {"units": len(units), "targets": sorted({t for t, _ in units}), "methods": {}}
+    for m in methods:
+        rs = [by[(t, s, m)] for t, s in units]
+        row = {"pick": _t_interval([r["pick"] for r in rs]), "gain_over_pool_mean": _t_interval([r["gain"] for r in rs]),
+               "percentile": _t_interval([r["percentile"] for r in rs]),
+               "weight_steps": statistics.fmean(r["weight_steps"] for r in rs),
+               "cpu_seconds": sum(r["cpu_seconds"] for r in rs)}
+        if m != "random search" and "random search" in methods:
+            row["minus_random_search"] = _t_interval([by[(t, s, m)]["pick"] - by[(t, s, "random search")]["pick"]
+                                                      for t, s in units])
+        if m != "paper" and "paper" in methods:
+            row["minus_paper"] = _t_interval([by[(t, s, m)]["pick"] - by[(t, s, "paper")]["pick"] for t, s in units])
+        out["methods"][m] = row
+    return out
+
+
+def search_markdown(summary: Dict[str, Any]) -> str:
+    def ci(d):
+        return f"{d['mean']:+.2f} ({d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f})"
+    lines = [f"{summary['units']} (target, seed) units over {', '.join(summary['targets'])}", "",
+             "| method | pick's table test accuracy (%) | gain over its pool's mean, 95% CI | minus random search, "
+             "paired 95% CI | minus paper, paired 95% CI | percentile in the space | weight steps | CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for m, r in summary["methods"].items():
+        lines.append(f"| {m} | {r['pick']['mean']:.2f} | {ci(r['gain_over_pool_mean'])} | "
+                     f"{ci(r['minus_random_search']) if 'minus_random_search' in r else '-'} | "
+                     f"{ci(r['minus_paper']) if 'minus_paper' in r else '-'} | {r['percentile']['mean']:.1f} | "
+                     f"{r['weight_steps']:.0f} | {r['cpu_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def add_data_options(q: argparse.ArgumentParser) -> None:
     """The datasets and the tasks' splits (shared by ``run`` and ``distance``)."""
@@ -545,6 +668,17 @@ def main(argv=None) -> int:
     f.add_argument("--json", default=os.path.join(HERE, "celltable_fair.json"))
     f.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="only these tasks (default: all)")
     f.set_defaults(threads=1)
+    se = sub.add_parser("search", help="real searches (FUSE schedules, random search, TA-NAS) scored by the table")
+    add_data_options(se)
+    se.add_argument("--csv", default=DEFAULT_CSV)
+    se.add_argument("--matrix", default=DEFAULT_MATRIX)
+    se.add_argument("--targets", nargs="+", default=list(SEARCH_TARGETS), choices=TASK_NAMES)
+    se.add_argument("--methods", nargs="+", default=list(SEARCH_METHODS), choices=SEARCH_METHODS)
+    se.add_argument("--seeds", type=int, default=10)
+    se.add_argument("--channels", type=int, default=8)
+    se.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "results", "celltable_search"))
+    se.add_argument("--json", default=os.path.join(HERE, "celltable_search.json"))
+    se.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.mode == "run":
@@ -553,6 +687,8 @@ def main(argv=None) -> int:
         collect(args)
     elif args.mode == "distance":
         distance(args)
+    elif args.mode == "search":
+        search(args)
     else:
         fair(args)
     return 0

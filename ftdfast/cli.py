@@ -499,8 +499,9 @@ def _add_transfer_parser(sub) -> None:
                    "x_train, y_train, x_test, y_test")
     r.add_argument("--target-train", type=_count, help="keep N training samples of the target (its first N: "
                    "built tasks are in a seeded random order), the small-data regime where transfer matters")
-    r.add_argument("--method", default="ftd", help="comma-separated estimators, each NAME or NAME[option=value;...] "
-                   "with ';' between options, e.g. ftd,ftd[head=probe;fisher=exact],leep (default ftd); known: "
+    r.add_argument("--method", default=_transfer_default(), help="comma-separated estimators, each NAME or "
+                   "NAME[option=value;...] with ';' between options, e.g. logme,leep,ftd[head=probe;fisher=empirical] "
+                   "(default: ftdfast.transfer.DEFAULT_METHOD, logme, the best on docs/transfer's ground truth); known: "
                    + ", ".join(_transfer_names()))
     r.add_argument("--seeds", type=_count, default=3, help="seeds of the target's networks (default 3)")
     r.add_argument("--arch", default="small_cnn", help="architecture of the networks trained for --source-tasks")
@@ -517,6 +518,11 @@ def _add_transfer_parser(sub) -> None:
     r.add_argument("--device")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_transfer_rank)
+
+
+def _transfer_default() -> str:
+    from .transfer.rank import DEFAULT_METHOD
+    return DEFAULT_METHOD
 
 
 def _transfer_names():

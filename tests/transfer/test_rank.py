@@ -107,3 +107,15 @@ def test_head_module_names_the_head_whose_input_is_the_feature():
     r = rank_sources(nets, target, "hscore", head_module="0", progress=False)
     assert r.scores["related"] == pytest.approx(r.scores["noise"])
     assert isinstance(nets["related"][0], nn.Linear)
+
+
+def test_the_default_estimator_is_the_best_measured_one():
+    """DEFAULT_METHOD is chosen by the ground truth of docs/transfer (LogME); rank_sources and the CLI share it."""
+    from ftdfast.cli import build_parser
+    from ftdfast.transfer import DEFAULT_METHOD
+    nets, target = vector_sources()
+    r = rank_sources(nets, target, progress=False)
+    assert DEFAULT_METHOD == "logme" and r.method == "logme" and not r.lower_is_better
+    assert r.order[0] == "related"
+    args = build_parser().parse_args(["transfer", "rank", "--target", "x.npz"])
+    assert args.method == DEFAULT_METHOD
