@@ -188,3 +188,38 @@ def test_seed_noise_by_hand(tmp_path):
     assert noise["spearman_val_seed0_seed1"] == pytest.approx(-0.5)
     assert noise["spearman_test_seed0_seed1"] == pytest.approx(1.0)
     assert noise["seed0_best_is_best_by_mean"] and noise["best_by_mean"] == str(cells[0])
+
+
+def test_tanas_space_is_the_closest_tasks_best_cell():
+    table = _synthetic_table()
+    d = np.array([[0, 1, 3], [2, 0, 3], [1, 3, 0]], dtype=float)   # a's closest is c, b's is a, c's is a
+    dist = DistanceMatrix.from_per_seed(["a", "b", "c"], [d, d + 0.1])
+    closest, space = ct.tanas_space(table, dist, "a")
+    assert closest == "c" and space.ops == ("avg_pool_3x3",) and space.size() == 1
+    closest, space = ct.tanas_space(table, dist, "b")
+    assert closest == "a" and space.ops == ("nor_conv_1x1",)
+
+
+SEARCH_RECORDS = [  # (target, seed, method, pick, gain, percentile, steps, cpu)
+    ("a", 0, "paper", 80.0, 5.0, 90.0, 500, 2.0), ("a", 0, "random search", 70.0, 1.0, 50.0, 512, 1.0),
+    ("a", 1, "paper", 75.0, -1.0, 60.0, 500, 2.0), ("a", 1, "random search", 76.0, 2.0, 70.0, 512, 1.0),
+    ("b", 0, "paper", 90.0, 3.0, 95.0, 500, 2.0), ("b", 0, "random search", 85.0, 0.0, 80.0, 512, 1.0),
+    ("b", 1, "paper", 60.0, 0.0, 10.0, 500, 2.0),  # random search did not finish (b, 1): the unit is left out
+]
+
+
+def test_search_summary_pairs_by_target_and_seed():
+    from scipy import stats
+    recs = [dict(target=t, seed=s, method=m, pick=p, gain=g, percentile=q, weight_steps=w, cpu_seconds=c)
+            for t, s, m, p, g, q, w, c in SEARCH_RECORDS]
+    out = ct.search_summary(recs)
+    assert out["units"] == 3 and out["targets"] == ["a", "b"] and list(out["methods"]) == ["paper", "random search"]
+    diff = [10.0, -1.0, 5.0]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(diff) / np.sqrt(3)
+    got = out["methods"]["paper"]["minus_random_search"]
+    assert got["mean"] == pytest.approx(statistics.fmean(diff)) and got["n"] == 3
+    assert got["ci95"] == pytest.approx([statistics.fmean(diff) - half, statistics.fmean(diff) + half])
+    assert out["methods"]["paper"]["pick"]["mean"] == pytest.approx(statistics.fmean([80.0, 75.0, 90.0]))
+    assert out["methods"]["random search"]["cpu_seconds"] == 3.0
+    assert "minus_random_search" not in out["methods"]["random search"]
+    assert "| paper | 81.67 |" in ct.search_markdown(out)
