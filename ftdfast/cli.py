@@ -500,8 +500,8 @@ def _add_transfer_parser(sub) -> None:
     r.add_argument("--target-train", type=_count, help="keep N training samples of the target (its first N: "
                    "built tasks are in a seeded random order), the small-data regime where transfer matters")
     r.add_argument("--method", default=_transfer_default(), help="comma-separated estimators, each NAME or "
-                   "NAME[option=value;...] with ';' between options, e.g. logme,leep,ftd[head=probe;fisher=empirical] "
-                   "(default: ftdfast.transfer.DEFAULT_METHOD, logme, the best on docs/transfer's ground truth); known: "
+                   "NAME[option=value;...] with ';' between options, e.g. leep,logme,ftd[head=probe;fisher=empirical] "
+                   "(default: ftdfast.transfer.DEFAULT_METHOD, leep, the best on docs/transfer's ground truth); known: "
                    + ", ".join(_transfer_names()))
     r.add_argument("--seeds", type=_count, default=3, help="seeds of the target's networks (default 3)")
     r.add_argument("--arch", default="small_cnn", help="architecture of the networks trained for --source-tasks")

@@ -1,6 +1,6 @@
 """Transfer: rank trained source models for a new target task (issue 25).
 
-``rank_sources(sources, target, method="logme")`` scores each source with a transferability estimator from
+``rank_sources(sources, target, method="leep")`` scores each source with a transferability estimator from
 :mod:`ftdfast.transfer.estimators` (ftd, fisher_cosine, leep, logme, nce, hscore, task2vec, otdd) and returns a
 :class:`Ranking`. See ``docs/transfer/README.md``.
 """

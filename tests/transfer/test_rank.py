@@ -110,12 +110,12 @@ def test_head_module_names_the_head_whose_input_is_the_feature():
 
 
 def test_the_default_estimator_is_the_best_measured_one():
-    """DEFAULT_METHOD is chosen by the ground truth of docs/transfer (LogME); rank_sources and the CLI share it."""
+    """DEFAULT_METHOD is chosen by the ground truth of docs/transfer (LEEP); rank_sources and the CLI share it."""
     from ftdfast.cli import build_parser
     from ftdfast.transfer import DEFAULT_METHOD
     nets, target = vector_sources()
     r = rank_sources(nets, target, progress=False)
-    assert DEFAULT_METHOD == "logme" and r.method == "logme" and not r.lower_is_better
+    assert DEFAULT_METHOD == "leep" and r.method == "leep" and not r.lower_is_better
     assert r.order[0] == "related"
     args = build_parser().parse_args(["transfer", "rank", "--target", "x.npz"])
     assert args.method == DEFAULT_METHOD
