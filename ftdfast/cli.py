@@ -302,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         "field of it (ftdfast.nas.Budget).")
     g.add_argument("--budget", default="cpu-smoke", choices=["cpu-smoke", "gpu"], help="the budget preset")
     g.add_argument("--schedule", choices=["halving", "paper", "threshold"],
-                   help="how FUSE spends the budget (ftdfast.nas.Budget.plan); default 'paper' (the authors' "
-                   "schedule, the best-measured on NAS-Bench-201 in docs/nas/README.md)")
+                   help="how FUSE spends the budget (ftdfast.nas.Budget.plan); default 'halving' (successive halving, "
+                   "the best-measured on the project's cell table, docs/nas/README.md); 'paper': the authors' schedule")
     g.add_argument("--iterations", type=_count, help="iterations x candidates = the pool of cells random search weighs")
     g.add_argument("--candidates", type=_count, help="new candidates per FUSE run ('threshold' schedule)")
     g.add_argument("--rounds", type=_count, help="rounds x w-steps = the steps random search gives each cell")
