@@ -265,9 +265,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     p.add_argument("--targets", nargs="*")
     p.add_argument("--methods", nargs="*", help="only these estimator labels")
-    p.add_argument("--source-train", type=int, default=5000)
-    p.add_argument("--shots", type=int, default=100)
-    p.add_argument("--target-test", type=int, default=200)
+    p.add_argument("--source-train", type=int, default=gt.SOURCE_TRAIN)
+    p.add_argument("--shots", type=int, default=gt.SHOTS)
+    p.add_argument("--target-test", type=int, default=gt.TARGET_TEST)
     p.add_argument("--source-seeds", type=int, nargs="+", default=list(gt.SEEDS),
                    help="models setting: the source seeds to rank (one ranking each)")
     p.add_argument("--threads", type=int, default=1)

@@ -65,6 +65,9 @@ ARCH = "small_cnn"
 HEAD_WIDTH = 10
 SEEDS = (0, 1, 2)
 CHECKPOINTS = (25, 50, 100, 200, 300)
+#: The data and recipe sizes (command-line defaults here and in :mod:`benchmarks.transfer.compare`, which must
+#: rebuild the very targets and source data of the ground truth).
+SOURCE_TRAIN, SHOTS, TARGET_TEST, STEPS = 5000, 100, 200, 300
 
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle boot")
@@ -367,10 +370,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sources-json", default=os.path.join(HERE, "groundtruth_sources.json"))
     p.add_argument("--shared", default=SHARED, help="folder with mnist.npz and cifar10-small.npz")
     p.add_argument("--fashion", default=FASHION, help="folder with Fashion-MNIST's IDX files")
-    p.add_argument("--source-train", type=int, default=5000, help="training images per source dataset")
-    p.add_argument("--shots", type=int, default=100, help="target training images per class")
-    p.add_argument("--target-test", type=int, default=200, help="target test images per class (at most)")
-    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps (batch 32)")
+    p.add_argument("--source-train", type=int, default=SOURCE_TRAIN, help="training images per source dataset")
+    p.add_argument("--shots", type=int, default=SHOTS, help="target training images per class")
+    p.add_argument("--target-test", type=int, default=TARGET_TEST, help="target test images per class (at most)")
+    p.add_argument("--steps", type=int, default=STEPS, help="fine-tuning steps (batch 32)")
     p.add_argument("--sources", nargs="*", help="only these sources (names)")
     p.add_argument("--targets", nargs="*", help="only these targets (names)")
     p.add_argument("--threads", type=int, default=1)
