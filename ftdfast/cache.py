@@ -221,12 +221,19 @@ def unframe(raw: bytes, magic: bytes = MAGIC) -> bytes:
     return body
 
 
-def _parse(raw: bytes, kind: str, key: str) -> dict:
+def read_payload(raw: bytes) -> Any:
+    """What an entry file's bytes ``raw`` hold (an entry's dict of ``kind``, ``key``, ``obj``, ``meta``, still
+    encoded), whatever its kind and key; :class:`CorruptEntry` saying what is wrong when it cannot be read."""
     body = unframe(raw)
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means an unusable entry
         raise CorruptEntry(f"torch.load failed ({type(e).__name__}: {e})") from None
+    return payload
+
+
+def _parse(raw: bytes, kind: str, key: str) -> dict:
+    payload = read_payload(raw)
     if not isinstance(payload, dict) or payload.get("kind") != kind or payload.get("key") != key:
         raise CorruptEntry(f"it is not the entry {kind}/{key}")
     return payload

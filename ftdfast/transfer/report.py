@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..cache import MAGIC, _decode, unframe
+from ..cache import MAGIC, _decode, read_payload
 from ..distance.plots import _matplotlib, _save
 from . import estimators
 from .estimators import Estimator
@@ -51,7 +51,7 @@ def load_model_file(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
     meta: Dict[str, Any] = {}
     try:
         if raw.startswith(MAGIC):
-            payload = torch.load(io.BytesIO(unframe(raw)), map_location="cpu", weights_only=True)
+            payload = read_payload(raw)
             obj, meta = _decode(payload.get("obj")), _decode(payload.get("meta")) or {}
         else:
             obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
