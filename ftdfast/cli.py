@@ -22,8 +22,13 @@ import numpy as np
 import torch
 
 from . import _ext, __version__
+from .distance.matrix import FISHER_DATA, HEADS
+from .distance.measures import DEFAULT_MEASURE, MEASURES
 from .distance.task import DEFAULT_FISHER
 from .fisher import FisherDiagonal, fisher_diagonal
+from .fisher.losses import FISHER_KINDS
+from .nas.fuse import WEIGHT_LOSSES
+from .nas.search import BUDGET_PRESETS, INCUMBENT_POLICIES, SCHEDULES
 
 
 BACKENDS = ["auto", "rules", "native", "func", "loop", "loop1", "legacy"]
@@ -300,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         "The CLI starts from the preset --budget (default 'cpu-smoke': a pool of 8 cells of 16 steps, for a smoke run; "
         "'gpu': a pool of 64 cells of 1,000 steps, 16 channels, 5 cells per stage); each option below replaces one "
         "field of it (ftdfast.nas.Budget).")
-    g.add_argument("--budget", default="cpu-smoke", choices=["cpu-smoke", "gpu"], help="the budget preset")
-    g.add_argument("--schedule", choices=["halving", "paper", "threshold"],
+    g.add_argument("--budget", default="cpu-smoke", choices=BUDGET_PRESETS, help="the budget preset")
+    g.add_argument("--schedule", choices=SCHEDULES,
                    help="how FUSE spends the budget (ftdfast.nas.Budget.plan); default 'halving' (successive halving, "
                    "the best-measured on the project's cell table, docs/nas/README.md); 'paper': the authors' schedule")
     g.add_argument("--iterations", type=_count, help="iterations x candidates = the pool of cells random search weighs")
@@ -310,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--w-steps", type=_count)
     g.add_argument("--alpha-steps", type=_count,
                    help="most full-batch alpha steps per FUSE round (alpha stops earlier once it converges)")
-    g.add_argument("--incumbent", choices=["reinit", "keep", "head"],
+    g.add_argument("--incumbent", choices=INCUMBENT_POLICIES,
                    help="how the previous winner enters the next FUSE run (default: the schedule's own)")
-    g.add_argument("--weight-loss", choices=["mixture", "own"],
+    g.add_argument("--weight-loss", choices=WEIGHT_LOSSES,
                    help="'threshold' schedule only: what FUSE's weight phase minimizes, the mixture's loss (default) "
                    "or each candidate's own loss")
     g.add_argument("--channels", type=_count, help="skeleton width of searched networks")
@@ -371,11 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epsilon", type=_positive, help="epsilon-approximation target: test accuracy >= 1 - epsilon "
                    "(default 0.02)")
     t.add_argument("--strict", action="store_true", help="fail when a network misses 1 - epsilon (default: warn)")
-    t.add_argument("--fisher", default=DEFAULT_FISHER, choices=["exact", "empirical", "mc"],
+    t.add_argument("--fisher", default=DEFAULT_FISHER, choices=FISHER_KINDS,
                    help="exact: label-free (default, ftdfast.distance.task.DEFAULT_FISHER; chosen by the ablation in "
                    "docs/paper/REPORT.md); empirical: "
                    "the target's labels fed to every network; mc: labels sampled from the network")
-    t.add_argument("--fisher-data", default="test", choices=["test", "validation"],
+    t.add_argument("--fisher-data", default="test", choices=FISHER_DATA,
                    help="the split the Fishers are computed on (default test, as in the paper; validation needs "
                    "--validation)")
     t.add_argument("--validation", type=_positive, help="hold out this fraction of each training split: epsilon is "
@@ -384,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-train", type=_count, help="use N training images of the dataset (a seeded random sample)")
     t.add_argument("--max-test", type=_count, help="use N test images of the dataset (a seeded random sample)")
     t.add_argument("--fisher-samples", type=_count, help="at most N test samples per Fisher")
-    t.add_argument("--method", default="fisher", choices=["fisher", "cosine", "legacy"])
-    t.add_argument("--head", default="shared", choices=["shared", "legacy"],
+    t.add_argument("--method", default=DEFAULT_MEASURE, choices=tuple(MEASURES))
+    t.add_argument("--head", default="shared", choices=HEADS,
                    help="shared: every network has the task set's largest class count (default); legacy: the "
                    "authors' zero-padding")
     t.add_argument("--backend", default="auto", choices=BACKENDS)
@@ -400,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help=".npz with x_test/y_test (see --split) or x/y arrays")
     f.add_argument("--split", default="test", help="which x_<split>/y_<split> arrays to use (default: test)")
     f.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "bce_with_logits"])
-    f.add_argument("--fisher", default="empirical", choices=["empirical", "exact", "mc"])
+    f.add_argument("--fisher", default="empirical", choices=FISHER_KINDS)
     f.add_argument("--mc-samples", type=_count, default=1)
     f.add_argument("--batch-size", type=_count, default=128)
     f.add_argument("--max-samples", type=_count)

@@ -60,10 +60,10 @@ from ..fisher.losses import FISHER_KINDS
 from ..progress import progress_bar
 from ..train import TrainConfig, check_data, epsilon_miss_message, get_trained, network_options
 from .inputs import check_values
-from .measures import cosine_distance, fisher_task_distance, legacy_distance
+from .measures import DEFAULT_MEASURE, get_measure
 from .padding import pad_to_common
 from .result import DistanceMatrix
-from .task import DEFAULT_FISHER, METHODS
+from .task import DEFAULT_FISHER
 
 HEADS = ("shared", "legacy")
 FISHER_DATA = ("test", "validation")
@@ -122,8 +122,7 @@ def _check_inputs(tasks, arch, seeds, method, head) -> List[int]:
         raise ValueError(f"distance_matrix: tasks mix losses {sorted(losses)}; a matrix needs one kind of task")
     if not isinstance(arch, str) or not arch:
         raise ValueError(f"distance_matrix: arch must be a model name such as 'small_cnn', got {arch!r}")
-    if method not in METHODS:
-        raise ValueError(f"distance_matrix: method must be one of {METHODS}, got {method!r}")
+    get_measure(method)  # an unknown name raises here, before any training
     if head not in HEADS:
         raise ValueError(f"distance_matrix: head must be one of {HEADS}, got {head!r}")
     if isinstance(seeds, int):
@@ -146,7 +145,7 @@ def _task_name(t) -> str:
 
 def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[TrainConfig] = None,
                     epochs: Optional[int] = None, cache_dir: Optional[str] = None, device=None,
-                    method: str = "fisher", head: str = "shared", fisher: str = DEFAULT_FISHER, fisher_data: str = "test",
+                    method: str = DEFAULT_MEASURE, head: str = "shared", fisher: str = DEFAULT_FISHER, fisher_data: str = "test",
                     mc_seed: int = 0, strict: bool = False, targets: Optional[Sequence[int]] = None,
                     progress: bool = True, **fisher_options) -> DistanceMatrix:
     """The K x K task-distance matrix of ``tasks`` for one architecture, over seeds.
@@ -161,7 +160,7 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
         cache_dir: where trained networks and Fisher diagonals are kept (resumable); None keeps
             nothing on disk. Every option that changes an item is in its key.
         device: where to train and compute the Fisher (default: CPU).
-        method: ``"fisher"`` (the paper's distance), ``"cosine"`` (1 - cosine of the raw
+        method: a name in :data:`~ftdfast.distance.MEASURES`: ``"fisher"`` (the paper's distance), ``"cosine"`` (1 - cosine of the raw
             diagonals, the paper's baseline) or ``"legacy"`` (the authors' code: the square of the
             distance).
         head: ``"shared"`` or ``"legacy"`` output width (see the module docstring).
@@ -320,7 +319,7 @@ def _column(method: str, head: str, F_col: List[Dict[str, torch.Tensor]], b: int
         for a in range(K):
             if a != b:
                 F_ab, F_bb_a = pad_to_common(F_col[a], F_bb) if head == "legacy" else (F_col[a], F_bb)
-                out[a] = _measure(method, F_ab, F_bb_a)
+                out[a] = get_measure(method)(F_ab, F_bb_a)
         return out
     groups: Dict[int, Tuple[List[int], List[torch.Tensor], torch.Tensor]] = {}
     for a in range(K):
@@ -344,14 +343,6 @@ def _unit_trace(F: Dict[str, torch.Tensor], arg: str) -> torch.Tensor:
     tensors = [F[n] for n in names]
     trace = check_values(names, tensors, arg)
     return torch.cat([t.reshape(-1).double() for t in tensors]) / trace
-
-
-def _measure(method: str, F_ab, F_bb) -> float:
-    if method == "fisher":
-        return fisher_task_distance(F_ab, F_bb)
-    if method == "cosine":
-        return cosine_distance(F_ab, F_bb)
-    return legacy_distance(F_ab, F_bb)
 
 
 class _Run:

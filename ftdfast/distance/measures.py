@@ -1,11 +1,15 @@
 """Distances between two diagonal Fishers: the Fisher Task Distance, its square (the authors'
-reported value) and the cosine baseline.
+reported value) and the cosine baseline, in one registry, :data:`MEASURES`.
+
+A new measure is one function ``(F_ab, F_bb) -> float`` here and one line in :data:`MEASURES`: ``task_distance``,
+``distance_matrix`` and the CLI's ``--method`` read the registry, and an unknown name raises (:func:`get_measure`).
 
 Index letters: P the number of Fisher entries over the whole model.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable, Dict
 
 import torch
 
@@ -76,3 +80,23 @@ def cosine_distance(F_a: FisherLike, F_b: FisherLike) -> float:
             bb += torch.dot(y64.reshape(-1), y64.reshape(-1)).item()
     cos = dot / (math.sqrt(aa) * math.sqrt(bb))
     return min(1.0, max(0.0, 1.0 - cos))
+
+
+#: The distance measures by name: ``task_distance(method=...)``, ``distance_matrix(method=...)`` and
+#: ``ftdfast distance --method`` accept exactly these.
+MEASURES: Dict[str, Callable[[FisherLike, FisherLike], float]] = {
+    "fisher": fisher_task_distance,
+    "cosine": cosine_distance,
+    "legacy": legacy_distance,
+}
+
+#: The measure of every entry point unless ``method=`` says otherwise: the paper's Fisher Task Distance.
+DEFAULT_MEASURE = "fisher"
+
+
+def get_measure(name: str) -> Callable[[FisherLike, FisherLike], float]:
+    """The measure registered as ``name`` in :data:`MEASURES`; a ValueError naming the choices otherwise."""
+    try:
+        return MEASURES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"method={name!r} is not one of {tuple(MEASURES)} (ftdfast.distance.MEASURES)") from None

@@ -1,12 +1,12 @@
 """``task_distance``: the distance from task a to task b, given the two trained networks."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Tuple
 
 import torch.nn as nn
 
 from ..fisher import fisher_diagonal
-from .measures import cosine_distance, fisher_task_distance, legacy_distance
+from .measures import DEFAULT_MEASURE, get_measure
 
 #: The Fisher kind of every task distance unless ``fisher=`` says otherwise: ``task_distance``,
 #: ``distance_matrix`` (and ``ftdfast distance``) and the transfer estimator ``ftd``. The label-free Fisher
@@ -16,12 +16,6 @@ from .measures import cosine_distance, fisher_task_distance, legacy_distance
 #: policy) and no worse than the empirical one on the transfer ground truth (``docs/transfer/README.md``).
 #: The paper's formula read literally is ``fisher="empirical"``.
 DEFAULT_FISHER = "exact"
-
-METHODS: Dict[str, Callable[..., float]] = {
-    "fisher": fisher_task_distance,
-    "cosine": cosine_distance,
-    "legacy": legacy_distance,
-}
 
 
 def check_same_parameters(net_a: nn.Module, net_b: nn.Module) -> None:
@@ -63,7 +57,7 @@ def iter_is_self(obj: Any) -> bool:
         return False
 
 
-def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, method: str = "fisher",
+def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, method: str = DEFAULT_MEASURE,
                   **fisher_options: Any) -> float:
     """The distance from source task a to target task b (asymmetric: ``d(a, b) != d(b, a)``).
 
@@ -78,8 +72,8 @@ def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, metho
             :func:`~ftdfast.fisher.fisher_diagonal` accepts (a DataLoader, a list of batches), or
             an object with ``x_test``/``y_test`` (e.g. ``TaskData``; its ``loss`` attribute, if
             any, is the default ``loss``).
-        method: ``"fisher"`` (:func:`fisher_task_distance`), ``"cosine"``
-            (:func:`cosine_distance`, the baseline) or ``"legacy"`` (:func:`legacy_distance`,
+        method: a name in :data:`~ftdfast.distance.MEASURES`: ``"fisher"`` (:func:`fisher_task_distance`),
+            ``"cosine"`` (:func:`cosine_distance`, the baseline) or ``"legacy"`` (:func:`legacy_distance`,
             the square of the Fisher distance as the authors report it). This picks the formula
             only; the Fisher estimate is set by ``fisher_options`` (e.g. ``backend="legacy"``).
         **fisher_options: passed to both :func:`~ftdfast.fisher.fisher_diagonal` calls
@@ -89,8 +83,7 @@ def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, metho
     Returns:
         The distance as a float.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not one of {tuple(METHODS)}")
+    measure = get_measure(method)
     for net, name in ((net_a, "net_a"), (net_b, "net_b")):
         if not isinstance(net, nn.Module):
             raise TypeError(f"{name} must be an nn.Module, got {type(net).__name__}")
@@ -101,4 +94,4 @@ def task_distance(net_a: nn.Module, net_b: nn.Module, test_data_b: Any, *, metho
     fisher_options.setdefault("fisher", DEFAULT_FISHER)
     F_ab = fisher_diagonal(net_a, data, **fisher_options)
     F_bb = fisher_diagonal(net_b, data, **fisher_options)
-    return METHODS[method](F_ab, F_bb)
+    return measure(F_ab, F_bb)

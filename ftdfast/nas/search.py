@@ -66,6 +66,8 @@ _PRESETS = {
     # images at batch 64), the NAS-Bench-201 skeleton (C = 16, 5 cells per stage)
     "gpu": dict(iterations=8, candidates=8, rounds=10, w_steps=100, batch_size=64, channels=16, layers=5),
 }
+#: The names :meth:`Budget.preset` accepts.
+BUDGET_PRESETS = tuple(_PRESETS)
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,19 @@ def test_cosine_and_legacy_methods(three_tasks, computed):
     assert np.all((cos.mean >= 0) & (cos.mean <= 1)) and not np.allclose(cos.mean, fis.mean)
 
 
+def test_a_measure_registered_in_one_line_is_used_by_the_matrix(three_tasks, computed, monkeypatch):
+    """A measure is a function plus one line in MEASURES (issue 22): distance_matrix must run that function,
+    not fall through to another measure."""
+    from ftdfast.distance import MEASURES, cosine_distance
+    _, cache = computed
+    monkeypatch.setitem(MEASURES, "half_cosine", lambda F_ab, F_bb: 0.5 * cosine_distance(F_ab, F_bb))
+    half = ftdfast.distance_matrix(three_tasks, "small_cnn", 1, config=CONFIG, cache_dir=cache,
+                                   method="half_cosine", progress=False)
+    cos = ftdfast.distance_matrix(three_tasks, "small_cnn", 1, config=CONFIG, cache_dir=cache, method="cosine",
+                                  progress=False)
+    np.testing.assert_allclose(half.per_seed, 0.5 * cos.per_seed, rtol=1e-12)
+
+
 def test_legacy_head_pads_the_smaller_networks(three_tasks, monkeypatch):
     widths = []
     real = matrix_mod.fisher_diagonal
@@ -167,7 +180,7 @@ def test_padded_logits():
     (lambda t: ftdfast.distance_matrix([Task("x", (0,), binary=True)], "small_cnn", 1), "not a TaskData"),
     (lambda t: ftdfast.distance_matrix(t, "small_cnn", 0), "seeds must be >= 1"),
     (lambda t: ftdfast.distance_matrix(t, "small_cnn", [1, 1]), "distinct"),
-    (lambda t: ftdfast.distance_matrix(t, "small_cnn", 1, method="kl"), "method"),
+    (lambda t: ftdfast.distance_matrix(t, "small_cnn", 1, method="kl"), r"method='kl' is not one of .*MEASURES"),
     (lambda t: ftdfast.distance_matrix(t, "small_cnn", 1, head="wide"), "head must be"),
     (lambda t: ftdfast.distance_matrix(t, "small_cnn", 1, loss="mse"), "loss comes from the tasks"),
     (lambda t: ftdfast.distance_matrix(t + t[:1], "small_cnn", 1), "unique"),

@@ -131,6 +131,14 @@ def test_different_heads_are_refused_with_a_hint():
         task_distance(net(0), frozen, data(17), **OPTS)
 
 
+def test_a_measure_registered_in_one_line_is_used(monkeypatch):
+    from ftdfast.distance import MEASURES
+    monkeypatch.setitem(MEASURES, "twice", lambda F_ab, F_bb: 2 * fisher_task_distance(F_ab, F_bb))
+    d = data(19)
+    assert task_distance(net(0), net(1), d, method="twice", **OPTS) == pytest.approx(
+        2 * task_distance(net(0), net(1), d, **OPTS), rel=1e-12)
+
+
 def test_bad_arguments():
     d = data(18)
     with pytest.raises(ValueError, match=r"method='euclid' is not one of \('fisher', 'cosine', 'legacy'\)"):
