@@ -3,8 +3,7 @@
 The native extension (``ftdfast._C``) is optional: without it every path runs in
 pure PyTorch (see :mod:`ftdfast._ext`).
 """
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .fisher import Call, FisherDiagonal, find_rule, fisher_diagonal, register_rule  # noqa: E402
 from .cache import Cache  # noqa: E402
 from .check import CheckResult, check  # noqa: E402

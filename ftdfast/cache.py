@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes
+from .framing import CorruptEntry, frame, unframe
 from .fisher import FisherDiagonal
 
 MAGIC = b"ftdfast-cache 1\n"
@@ -100,10 +101,6 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class CorruptEntry(Exception):
-    """Raised by :func:`unframe` (and inside :meth:`Cache.load`) when a framed file fails its checks."""
-
-
 class Cache:
     """A folder of cached results, ``<root>/<kind>/<key>.pt`` (see the module docstring).
 
@@ -149,7 +146,7 @@ class Cache:
         torch.save(payload, buf)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        atomic_write_bytes(path, frame(buf.getvalue()))
+        atomic_write_bytes(path, frame(buf.getvalue(), MAGIC))
         _fsync_dir(folder)
         return path
 
@@ -192,39 +189,10 @@ class Cache:
         return None
 
 
-def frame(body: bytes, magic: bytes = MAGIC) -> bytes:
-    """``body`` with the integrity header: ``magic``, then ``sha256 <64 hex> <len(body)>\\n``."""
-    return magic + f"sha256 {hashlib.sha256(body).hexdigest()} {len(body)}\n".encode("ascii") + body
-
-
-def unframe(raw: bytes, magic: bytes = MAGIC) -> bytes:
-    """The body of :func:`frame`'s output; :class:`CorruptEntry` saying what is wrong when a check fails."""
-    if not raw:
-        raise CorruptEntry("it is empty")
-    if not raw.startswith(magic):
-        raise CorruptEntry(f"it does not start with the header {magic.decode('ascii').strip()!r}")
-    end = raw.find(b"\n", len(magic))
-    if end < 0:
-        raise CorruptEntry("its header is truncated")
-    try:
-        tag, digest, size = raw[len(magic):end].decode("ascii").split(" ")
-        size = int(size)
-    except (UnicodeDecodeError, ValueError):
-        raise CorruptEntry("its checksum line is malformed") from None
-    body = raw[end + 1:]
-    if tag != "sha256":
-        raise CorruptEntry(f"unknown checksum {tag!r}")
-    if len(body) != size:
-        raise CorruptEntry(f"it holds {len(body)} bytes where {size} were written (truncated?)")
-    if hashlib.sha256(body).hexdigest() != digest:
-        raise CorruptEntry("its sha256 checksum does not match")
-    return body
-
-
 def read_payload(raw: bytes) -> Any:
     """What an entry file's bytes ``raw`` hold (an entry's dict of ``kind``, ``key``, ``obj``, ``meta``, still
     encoded), whatever its kind and key; :class:`CorruptEntry` saying what is wrong when it cannot be read."""
-    body = unframe(raw)
+    body = unframe(raw, MAGIC)
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means an unusable entry
@@ -250,10 +218,3 @@ def _fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def __getattr__(name: str):
-    if name == "get_trained":  # lives in ftdfast.train; re-exported lazily (train imports the models)
-        from .train import get_trained
-        return get_trained
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,8 @@ from typing import List
 
 import torch
 
-from . import _ext, __version__, selfcheck
+from . import _ext, selfcheck
+from ._version import __version__
 
 # Environment variables shown besides FTDFAST_*: they change which devices and how many threads run.
 _OTHER_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -263,10 +263,3 @@ def test_concurrent_writers_of_different_keys(tmp_path):
             got = cache.load("model", f"k{i}-{j}")
             assert got["i"] == i and got["j"] == j and torch.equal(got["t"], torch.full((50,), float(i)))
     assert leftovers(tmp_path / "model") == []
-
-
-def test_get_trained_is_reachable_from_the_cache_module():
-    from ftdfast.train import get_trained
-    assert cache_mod.get_trained is get_trained
-    with pytest.raises(AttributeError):
-        cache_mod.no_such_name

@@ -6,7 +6,8 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from .. import _ext, __version__
+from .. import _ext
+from .._version import __version__
 from .. import distributed as D
 from ..progress import progress_bar
 from . import rules as _builtin_rules  # noqa: F401  (registers the built-in rules)

@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 
 from ..atomic import atomic_write_bytes
+from ..framing import CorruptEntry, frame, unframe
 
 FORMAT_VERSION = 2  # 1: a bare torch.save of the payload; 2: the same payload inside the cache's checksum framing
 FILE_MAGIC = b"ftdfast-fisher 2\n"
@@ -129,10 +130,9 @@ class FisherDiagonal(Mapping):
         """Write atomically (a temporary file in the same folder, then a rename), with a sha256 checksum.
 
         The file is :data:`FILE_MAGIC`, a checksum line and a ``torch.save`` of plain data
-        (the framing of :mod:`ftdfast.cache`); :meth:`load` verifies all of it. Refuses
+        (the framing of :mod:`ftdfast.framing`); :meth:`load` verifies all of it. Refuses
         NaN, infinite or negative entries (a file that :meth:`load` would refuse).
         """
-        from ..cache import frame
         problem = check_values(self._values, "values")
         if problem:
             raise ValueError(f"cannot save {os.fspath(path)}: {problem}")
@@ -153,7 +153,6 @@ class FisherDiagonal(Mapping):
         Files of format version 1 (ftdfast before the checksum, a bare ``torch.save``)
         still load, with the value checks but no checksum: save them again to add one.
         """
-        from ..cache import CorruptEntry, unframe
         name = os.fspath(path)
 
         def unreadable(why: str) -> ValueError:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ftdfast import FisherDiagonal
-from ftdfast.cache import frame
+from ftdfast.cache import MAGIC
+from ftdfast.framing import frame
 from ftdfast.fisher.result import FILE_MAGIC
 
 
@@ -51,7 +52,7 @@ CASES = [
     ("64-flipped-bytes", flip_bytes, "checksum"),
     ("one-flipped-byte-in-the-body", lambda raw: raw[:-100] + bytes([raw[-100] ^ 1]) + raw[-99:], "checksum"),
     ("text-file", lambda raw: b"hello, I am a text file\n", "does not start with the header"),
-    ("cache-entry", lambda raw: frame(b"x"), "does not start with the header"),
+    ("cache-entry", lambda raw: frame(b"x", MAGIC), "does not start with the header"),
     ("other-torch-file", lambda raw: _torch_bytes({"x": 1}), "holds no ftdfast.FisherDiagonal record"),
     ("framed-pickle-of-code", lambda raw: frame(b"\x80\x02cos\nsystem\n.", FILE_MAGIC), "torch.load failed"),
     ("negative-values", lambda raw: framed(payload_with(values={"w": torch.tensor([1.0, -2.0])})),
