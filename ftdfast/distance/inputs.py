@@ -91,7 +91,7 @@ def align(F_a: FisherLike, F_b: FisherLike, arg_a: str, arg_b: str
     return names, list_a, list_b
 
 
-def check_values(names: Sequence[str], tensors: Sequence[torch.Tensor], arg: str, *, what: str = "trace") -> float:
+def checked_total(names: Sequence[str], tensors: Sequence[torch.Tensor], arg: str, *, what: str = "trace") -> float:
     """Check one Fisher's entries (finite, non-negative, not all zero) and return its trace (float64 sum)."""
     total = 0.0
     for name, t in zip(names, tensors):

@@ -59,7 +59,7 @@ from ..fisher import fisher_diagonal
 from ..fisher.losses import FISHER_KINDS
 from ..progress import progress_bar
 from ..train import TrainConfig, check_data, epsilon_miss_message, get_trained, network_options
-from .inputs import check_values
+from .inputs import checked_total
 from .measures import DEFAULT_MEASURE, get_measure
 from .padding import pad_to_common
 from .result import DistanceMatrix
@@ -218,7 +218,7 @@ def distance_matrix(tasks: Sequence, arch: str, seeds=3, *, config: Optional[Tra
     if not columns or not all(0 <= b < K for b in columns):
         raise ValueError(f"distance_matrix: targets must be a non-empty list of task indices in 0..{K - 1}, "
                          f"got {targets!r}")
-    run = _Run(tasks, arch, config, cache, device, head, shared_width, fisher, fisher_data, mc_source,
+    run = _MatrixRun(tasks, arch, config, cache, device, head, shared_width, fisher, fisher_data, mc_source,
                fisher_options, progress)
 
     from .. import distributed as dist_util  # lazy: torch.distributed is imported only when used
@@ -341,11 +341,11 @@ def _unit_trace(F: Dict[str, torch.Tensor], arg: str) -> torch.Tensor:
     """The Fisher flattened to (P,) float64 and divided by its trace (after the checks of the measures)."""
     names = list(F)
     tensors = [F[n] for n in names]
-    trace = check_values(names, tensors, arg)
+    trace = checked_total(names, tensors, arg)
     return torch.cat([t.reshape(-1).double() for t in tensors]) / trace
 
 
-class _Run:
+class _MatrixRun:
     """The networks and Fisher diagonals of one matrix: computed once, cached in memory and on disk."""
 
     def __init__(self, tasks, arch, config, cache, device, head, shared_width, fisher, fisher_data, mc_source,

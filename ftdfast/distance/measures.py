@@ -14,7 +14,7 @@ from typing import Callable, Dict
 import torch
 
 from .. import ops
-from .inputs import FisherLike, align, check_values, common_dtype_device
+from .inputs import FisherLike, align, checked_total, common_dtype_device
 
 
 def fisher_task_distance(F_ab: FisherLike, F_bb: FisherLike) -> float:
@@ -39,8 +39,8 @@ def fisher_task_distance(F_ab: FisherLike, F_bb: FisherLike) -> float:
         TypeError: an input of another kind.
     """
     names, a, b = align(F_ab, F_bb, "F_ab", "F_bb")
-    check_values(names, a, "F_ab")
-    check_values(names, b, "F_bb")
+    checked_total(names, a, "F_ab")
+    checked_total(names, b, "F_bb")
     tensors = common_dtype_device(a + b)
     with torch.no_grad():
         d = ops.fisher_distance(tensors[:len(a)], tensors[len(a):])
@@ -68,8 +68,8 @@ def cosine_distance(F_a: FisherLike, F_b: FisherLike) -> float:
     :func:`fisher_task_distance`; an all-zero Fisher has no direction and is an error.
     """
     names, a, b = align(F_a, F_b, "F_a", "F_b")
-    check_values(names, a, "F_a", what="norm")
-    check_values(names, b, "F_b", what="norm")
+    checked_total(names, a, "F_a", what="norm")
+    checked_total(names, b, "F_b", what="norm")
     dot = aa = bb = 0.0
     with torch.no_grad():
         for x, y in zip(a, b):

@@ -92,38 +92,6 @@ class DistanceMatrix:
             arr = arr[None]
         return cls(tasks, arr, meta)
 
-    @classmethod
-    def combine(cls, matrices: Sequence["DistanceMatrix"], meta: Optional[Dict[str, Any]] = None
-                ) -> "DistanceMatrix":
-        """One matrix with the seeds of all ``matrices`` (same tasks, same order), stacked in order.
-
-        ``meta`` defaults to the first matrix's, with ``seeds`` concatenated when every matrix
-        records its seeds (a seed present twice is an error). Matrices whose ``arch``,
-        ``method`` or ``head`` differ are not combined.
-        """
-        matrices = list(matrices)
-        if not matrices:
-            raise ValueError("combine needs at least one DistanceMatrix")
-        first = matrices[0]
-        for m in matrices[1:]:
-            if m.tasks != first.tasks:
-                raise ValueError(f"cannot combine matrices over different tasks: {first.tasks} and {m.tasks}")
-            for key in ("arch", "method", "head"):
-                if first.meta.get(key) != m.meta.get(key):
-                    raise ValueError(f"cannot combine matrices with different meta[{key!r}]: "
-                                     f"{first.meta.get(key)!r} and {m.meta.get(key)!r}")
-        if meta is None:
-            meta = dict(first.meta)
-            if all("seeds" in m.meta for m in matrices):
-                seeds = [s for m in matrices for s in m.meta["seeds"]]
-                repeated = sorted({repr(s) for s in seeds if seeds.count(s) > 1})
-                if repeated:
-                    raise ValueError(f"seed(s) {', '.join(repeated)} appear in more than one matrix")
-                meta["seeds"] = seeds
-            else:
-                meta.pop("seeds", None)
-        return cls(first.tasks, np.concatenate([m.per_seed for m in matrices]), meta)
-
     # ---------------------------------------------------------------- info
     @property
     def num_seeds(self) -> int:

@@ -32,7 +32,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .factors import SampleFactor
-from .caches import clear_caches, find_caches
+from .eval_caches import clear_caches, find_caches
 from .registry import Call
 
 _WARNED: set = set()

@@ -163,6 +163,3 @@ def find_rule(module: nn.Module) -> Optional[Rule]:
             return rule if base is cls or cls.forward is base.forward else None
     return None
 
-
-def registered_types() -> Tuple[Type[nn.Module], ...]:
-    return tuple(_RULES)

@@ -17,7 +17,7 @@ FILE_MAGIC = b"ftdfast-fisher 2\n"
 _FORMAT = "ftdfast.FisherDiagonal"
 
 
-def check_values(values: Mapping, where: str) -> Optional[str]:
+def value_problem(values: Mapping, where: str) -> Optional[str]:
     """What is wrong with ``values`` as Fisher diagonals (not tensors, not floating, NaN/inf, negative), or None."""
     for name, v in values.items():
         if not isinstance(name, str) or not isinstance(v, torch.Tensor):
@@ -133,7 +133,7 @@ class FisherDiagonal(Mapping):
         (the framing of :mod:`ftdfast.framing`); :meth:`load` verifies all of it. Refuses
         NaN, infinite or negative entries (a file that :meth:`load` would refuse).
         """
-        problem = check_values(self._values, "values")
+        problem = value_problem(self._values, "values")
         if problem:
             raise ValueError(f"cannot save {os.fspath(path)}: {problem}")
         payload = {"format": _FORMAT, "version": FORMAT_VERSION,
@@ -187,7 +187,7 @@ class FisherDiagonal(Mapping):
             raise unreadable(f"num_samples is {n!r}, not a positive int")
         if not isinstance(meta, dict):
             raise unreadable("its meta is not a dict")
-        problem = check_values(values, "values")
+        problem = value_problem(values, "values")
         if problem:
             raise unreadable(problem)
         return cls(values, n, meta)

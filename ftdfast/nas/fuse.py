@@ -352,7 +352,7 @@ class _Checkpoint:
                              f"{', '.join(keys)}); delete it or pass another checkpoint path")
         return payload
 
-    def restore(self, run: "_Run") -> None:
+    def restore(self, run: "_FuseRun") -> None:
         ck = self.load()
         if ck is None:
             return
@@ -368,7 +368,7 @@ class _Checkpoint:
         run.round, run.seconds_before = ck["round"], ck["seconds"]
         run.stop_reason = ck["stop_reason"] if ck["stop_reason"] in ("threshold", "converged") else None
 
-    def save(self, run: "_Run", rounds: int, seconds: float) -> None:
+    def save(self, run: "_FuseRun", rounds: int, seconds: float) -> None:
         if self.path is None:
             return
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -395,7 +395,7 @@ def _describe(cand: Any) -> Any:
 
 # ---------------------------------------------------------------------- one FUSE run
 @dataclass
-class _Run:
+class _FuseRun:
     """The mutable state of one FUSE run (what a checkpoint stores). ``active``: the candidates still in (all
     of them unless ``halving``); ``subset`` runs them (rebuilt by :meth:`set_active`)."""
     model: FuseMixture
@@ -435,7 +435,7 @@ def _weight_loss(logits: torch.Tensor, y: torch.Tensor, p: torch.Tensor, weight_
     return own.sum(), float(own.detach().mean())
 
 
-def _weight_phase(run: _Run, x: torch.Tensor, y: torch.Tensor, steps: int, config: FuseConfig, bar) -> float:
+def _weight_phase(run: _FuseRun, x: torch.Tensor, y: torch.Tensor, steps: int, config: FuseConfig, bar) -> float:
     """``steps`` optimizer steps on the active candidates' weights (alpha frozen); the mean recorded loss."""
     run.model.train()
     p = run.weights().detach()
@@ -456,7 +456,7 @@ def _weight_phase(run: _Run, x: torch.Tensor, y: torch.Tensor, steps: int, confi
     return total / steps if steps else math.nan
 
 
-def _validation_logits(run: _Run, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _validation_logits(run: _FuseRun, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The active candidates' logits on ``x``, eval mode, no graph: ``(n, len(active), k)``."""
     run.model.eval()
     with torch.no_grad():
@@ -464,7 +464,7 @@ def _validation_logits(run: _Run, x: torch.Tensor, batch_size: int) -> torch.Ten
                           for i in range(0, len(x), batch_size)])
 
 
-def _alpha_phase(run: _Run, x: torch.Tensor, y: torch.Tensor, config: FuseConfig) -> Tuple[float, List[float],
+def _alpha_phase(run: _FuseRun, x: torch.Tensor, y: torch.Tensor, config: FuseConfig) -> Tuple[float, List[float],
                                                                                             List[float], int]:
     """Fit the active candidates' alpha to their fixed validation logits, full batch, until it stops moving
     (the others' alpha stays as it is).
@@ -505,7 +505,7 @@ def _alpha_phase(run: _Run, x: torch.Tensor, y: torch.Tensor, config: FuseConfig
     return mixed, [float(v) for v in own.cpu()], [float(v) for v in acc.cpu()], taken
 
 
-def _spread(run: _Run, values: Sequence[float]) -> List[Optional[float]]:
+def _spread(run: _FuseRun, values: Sequence[float]) -> List[Optional[float]]:
     """Per-active values -> one entry per candidate, ``None`` for those that left."""
     out: List[Optional[float]] = [None] * len(run.nets)
     for k, v in zip(run.active, values):
@@ -513,7 +513,7 @@ def _spread(run: _Run, values: Sequence[float]) -> List[Optional[float]]:
     return out
 
 
-def _round(run: _Run, train: Data, val: Data, config: FuseConfig, bar) -> None:
+def _round(run: _FuseRun, train: Data, val: Data, config: FuseConfig, bar) -> None:
     """One round: the weight phase, the alpha phase, the histories, the halving and the stopping rules."""
     train_loss = _weight_phase(run, *train, config.steps(run.round), config, bar)
     a_before = run.model.alpha.detach().clone()
@@ -627,7 +627,7 @@ def fuse(candidates: Sequence[Any], train_data: Data, val_data: Data, config: Op
     w_opt = (torch.optim.Adam(w_params, lr=config.w_lr) if config.optimizer == "adam"
              else torch.optim.SGD(w_params, lr=config.w_lr, momentum=config.momentum))
     K = len(nets)
-    run = _Run(model, nets, w_opt, torch.optim.Adam([model.alpha], lr=config.alpha_lr),
+    run = _FuseRun(model, nets, w_opt, torch.optim.Adam([model.alpha], lr=config.alpha_lr),
                torch.Generator().manual_seed(seed),
                {"alpha": [[0.0] * K], "softmax": [[1.0 / K] * K], "train_loss": [], "val_loss": [],
                 "candidate_val_loss": [], "val_accuracy": [], "alpha_steps": [], "active": []},

@@ -126,10 +126,6 @@ class Genotype:
         used = set(self.ops)
         return tuple(op for op in ALL_OPS if op in used)
 
-    def canonical(self) -> "Genotype":
-        """The same cell with each node's two edges ordered by input index."""
-        return Genotype(self.num_nodes, tuple(tuple(sorted(node, key=lambda e: e[1])) for node in self.edges))
-
     def __str__(self) -> str:
         nodes = " | ".join(" + ".join(f"{op}({j})" for op, j in node) for node in self.edges)
         return f"Genotype[{self.num_nodes}: {nodes}]"

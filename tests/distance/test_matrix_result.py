@@ -69,20 +69,9 @@ def test_single_seed_has_no_std_and_read_only_arrays(tmp_path):
         m.mean[0, 0] = 1.0
 
 
-def test_from_per_seed_lists_and_combine():
+def test_from_per_seed_lists():
     per_seed = random_matrix(4, S=3)
-    parts = [DistanceMatrix.from_per_seed(TASKS, [per_seed[s]], {"seeds": [s], "arch": "lenet"}) for s in range(3)]
-    merged = DistanceMatrix.combine(parts)
-    np.testing.assert_array_equal(merged.per_seed, per_seed)
-    assert merged.meta == {"seeds": [0, 1, 2], "arch": "lenet"}
     np.testing.assert_array_equal(DistanceMatrix.from_per_seed(TASKS, list(per_seed)).per_seed, per_seed)
-    with pytest.raises(ValueError, match="seed\\(s\\) 0 appear in more than one matrix"):
-        DistanceMatrix.combine([parts[0], parts[0]])
-    other = DistanceMatrix.from_per_seed(TASKS, per_seed[0], {"seeds": [9], "arch": "vgg16"})
-    with pytest.raises(ValueError, match="different meta\\['arch'\\]: 'lenet' and 'vgg16'"):
-        DistanceMatrix.combine([parts[0], other])
-    with pytest.raises(ValueError, match="different tasks"):
-        DistanceMatrix.combine([parts[0], DistanceMatrix.from_per_seed(TASKS[::-1], per_seed[0])])
     with pytest.raises(ValueError, match="per_seed is empty"):
         DistanceMatrix.from_per_seed(TASKS, [])
     with pytest.raises(ValueError, match="of one shape"):

@@ -14,7 +14,6 @@ def test_views():
     assert G3.topology == ((0, 1), (1, 2), (0, 3))
     assert G3.ops == ("conv_3x3", "identity", "max_pool_3x3", "conv_7x1_1x7", "zero", "dil_conv_5x5")
     assert G3.op_set == ("zero", "identity", "max_pool_3x3", "conv_3x3", "dil_conv_5x5", "conv_7x1_1x7")
-    assert G3.canonical().edges[2] == (("dil_conv_5x5", 0), ("zero", 3))
     assert "max_pool_3x3(1)" in str(G3)
 
 

@@ -6,7 +6,7 @@ from typing import Callable, Dict, Iterable, Optional
 import torch
 import torch.nn as nn
 
-from ..caches import clear_caches, find_caches
+from ..eval_caches import clear_caches, find_caches
 from ..data import Batch
 from ..losses import FISHER_KINDS
 
@@ -48,7 +48,7 @@ class Backend:
     def __init__(self, model: nn.Module, table: ParamTable):
         self.model, self.table = model, table
         self.acc: Dict[str, torch.Tensor] = {}
-        self.caches = find_caches(model)  # eval-mode parameter caches, emptied before each graph (see caches.py)
+        self.caches = find_caches(model)  # eval-mode parameter caches, emptied before each graph (see eval_caches.py)
 
     def start(self, dtype: torch.dtype) -> None:
         self.dtype = dtype

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
-from ..caches import clear_caches
+from ..eval_caches import clear_caches
 from ..data import Batch, map_tensors
 from ...workspace import chunk_size as workspace_chunk
 from .base import Backend, ParamTable
