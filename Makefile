@@ -10,6 +10,8 @@ TORCH  ?= torch==2.14.1
 TORCHVISION ?= torchvision==0.29.1
 # The model zoo of the tests (tests/zoo): real architectures built from code, random weights, no downloads.
 ZOO    ?= timm==1.0.31 transformers==5.24.0
+# peft (LoRA tests) and the accelerate it imports, --no-deps: their requirements would move torch.
+ZOO_NODEPS ?= peft==0.22.0 accelerate==1.16.0
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
@@ -33,7 +35,8 @@ $(VENV)/.deps: Makefile
 $(VENV)/.zoo: $(VENV)/.deps
 	$(PIP) install -q --no-deps "$(TORCHVISION)"
 	$(PIP) install -q $(ZOO)
-	$(PY) -c "import torch, torchvision, timm, transformers; print('zoo deps: torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__)"
+	$(PIP) install -q --no-deps $(ZOO_NODEPS)
+	$(PY) -c "import torch, torchvision, timm, transformers, peft; print('zoo deps: torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(NATIVE_SOURCES)

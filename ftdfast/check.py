@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 
 from .fisher.api import fisher_diagonal
 from .fisher.backends import ParamTable, RulesBackend
-from .fisher.data import Batch, map_tensors, stream_batches
+from .fisher.data import Batch, TargetsArg, map_tensors, stream_batches
 from .fisher.fallback import fallback_factors
 from .fisher.losses import LossArg, resolve_loss
 from .fisher.registry import Call
@@ -93,7 +93,7 @@ class CheckResult:
 
 
 def check(model: nn.Module, data: Any, *, loss: LossArg = "cross_entropy", samples: int = 8,
-          backend: str = "auto", tolerance: float = 1e-9, show: bool = True) -> CheckResult:
+          backend: str = "auto", tolerance: float = 1e-9, show: bool = True, targets: TargetsArg = None) -> CheckResult:
     """Compare the fast diagonal Fisher with an independent per-sample reference, module by module.
 
     Args:
@@ -106,6 +106,7 @@ def check(model: nn.Module, data: Any, *, loss: LossArg = "cross_entropy", sampl
         tolerance: largest accepted ``max |F - F_ref|`` per parameter, relative to the model's
             largest reference entry. float64 rounding is about 1e-15.
         show: print the table.
+        targets: where each batch keeps its targets, as for :func:`ftdfast.fisher_diagonal`.
 
     Returns:
         A :class:`CheckResult`: per module (n sample, one row per module with parameters) the rule
@@ -116,20 +117,21 @@ def check(model: nn.Module, data: Any, *, loss: LossArg = "cross_entropy", sampl
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    batch = next(iter(stream_batches(data, batch_size=samples, max_samples=samples, device=device)), None)
+    batch = next(iter(stream_batches(data, batch_size=samples, max_samples=samples, device=device,
+                                      targets=targets)), None)
     if batch is None:
         raise ValueError("the data is empty: no samples to check on")
     spec = resolve_loss(loss)
     inputs = map_tensors(batch.inputs, lambda t: t.double() if t.is_floating_point() else t)
-    targets = batch.targets.double() if batch.targets.is_floating_point() else batch.targets
-    batch = Batch(0, inputs, targets, batch.n)
+    y = batch.targets.double() if batch.targets.is_floating_point() else batch.targets
+    batch = Batch(0, inputs, y, batch.n)
 
     # every run on its own copy: a module's caches (e.g. eval-mode attention biases) must not leak
     copies = [copy.deepcopy(model).double() for _ in range(3)]
     t0 = time.perf_counter()
     failure, used = None, backend
     try:
-        fast = fisher_diagonal(copies[0], [(inputs, targets)], loss=spec.per_sample if callable(loss) else loss,
+        fast = fisher_diagonal(copies[0], [(inputs, y)], loss=spec,
                                backend=backend, progress=False)
         used = fast.meta["backend"]
     except (ValueError, TypeError):  # the user's model or data: not a verdict on the rules
@@ -165,12 +167,13 @@ def _reference(model: nn.Module, batch: Batch, spec) -> Dict[str, torch.Tensor]:
     acc = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
         losses = spec.per_sample(batch.call(model), batch.targets)
-        for n in range(batch.n):
-            grads = torch.autograd.grad(losses[n], params, retain_graph=n < batch.n - 1, allow_unused=True)
+        m = losses.shape[0]  # the samples: rows, or label tokens for a token-level loss
+        for n in range(m):
+            grads = torch.autograd.grad(losses[n], params, retain_graph=n < m - 1, allow_unused=True)
             for a, g in zip(acc, grads):
                 if g is not None:
                     a.add_(g.square())
-    return {k: a / batch.n for k, a in zip(names, acc)}
+    return {k: a / m for k, a in zip(names, acc)}
 
 
 def _replay(model: nn.Module, batch: Batch, spec):

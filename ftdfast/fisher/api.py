@@ -13,7 +13,7 @@ from ..progress import progress_bar
 from . import rules as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from .backends import BACKENDS, ParamTable
 from .checks import check_parameters, checked_batches
-from .data import check_count, num_samples_hint, stream_batches
+from .data import TargetsArg, check_count, check_targets_arg, num_samples_hint, stream_batches
 from .losses import FISHER_KINDS, LossArg, resolve_loss
 from .parallel import SHARD_MODES, Shard, all_reduce_sums, shard_data, unwrap_model, use_distributed
 from .result import FisherDiagonal
@@ -76,11 +76,13 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
                     device: Optional[torch.device | str] = None, dtype: torch.dtype = torch.float64,
                     progress: bool = True, mc_samples: int = 1, generator: Optional[torch.Generator] = None,
                     strict: bool = False, chunk_size: Optional[int] = None,
-                    distributed: Optional[bool] = None, shard: str = "auto") -> FisherDiagonal:
+                    distributed: Optional[bool] = None, shard: str = "auto",
+                    targets: TargetsArg = None) -> FisherDiagonal:
     """The diagonal Fisher ``F_i = (1/N) sum_n (d loss_n / d theta_i)^2`` of ``model`` on ``data``.
 
     Args:
-        model: any ``nn.Module`` returning one output tensor (n, *out). It must be in
+        model: any ``nn.Module`` returning one output tensor (n, *out), or an output with a
+            ``.logits`` tensor (a Hugging Face ``ModelOutput``), which is read. It must be in
             eval mode where BatchNorm or dropout would mix or randomize samples (an error
             says so otherwise); it is never modified, and ``.grad`` is left untouched.
             ``DistributedDataParallel`` / ``DataParallel`` wrappers are unwrapped: the
@@ -90,15 +92,31 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             ``training=self.training``), randomizes every gradient; two identical forwards
             of the first batch's first samples are compared and an error says so when
             they differ.
-        data: a ``DataLoader``, any iterable of ``(inputs, targets)`` batches, or a tuple
-            ``(X, y)`` of tensors/arrays (n first) that is sliced into ``batch_size`` batches.
-            Batches stream: memory does not grow with N.
-        loss: ``"cross_entropy"`` (logits (n, C), labels (n,)), ``"mse"``,
-            ``"bce_with_logits"``, or a callable ``(outputs, targets) -> (n,)`` per-sample losses.
+        data: a ``DataLoader``, any iterable of batches, or a tuple ``(X, y)`` of
+            tensors/arrays (n first) that is sliced into ``batch_size`` batches. A batch is
+            an ``(inputs, targets)`` pair; a mapping (a dict, a Hugging Face
+            ``BatchEncoding``: what HF collators return), whose targets are under the key
+            ``targets`` (default ``"labels"``) and whose other entries go to
+            ``model(**inputs)``; or a longer tuple/list (a ``TensorDataset`` of several
+            tensors) with ``targets`` naming the targets' position. Batches stream: memory
+            does not grow with N.
+        loss: the per-sample loss, a name or a :class:`ftdfast.fisher.losses.Loss`:
+            ``"cross_entropy"`` (logits (n, C), labels (n,); alias
+            ``"sequence_classification"``), ``"mse"``, ``"bce_with_logits"``; for token
+            logits (n, t, V) with labels (n, t), ``-100`` ignored: ``"causal_lm"`` (shifted:
+            logits at t predict the label at t + 1), ``"masked_lm"`` and
+            ``"token_classification"`` (not shifted). For these one sample is one sequence,
+            its loss the mean over its label tokens (``"..._sum"``: their sum;
+            ``"..._token"``: every label token a sample, N = the number of label tokens,
+            one backward per position); see :class:`ftdfast.fisher.losses.TokenCrossEntropy`.
+            Or a callable ``(outputs, targets) -> (n,)`` per-sample losses (empirical only).
         fisher: ``"empirical"`` (true labels, the paper's definition), ``"exact"``
             (expectation over the model's predictive distribution, in closed form: one
             backward per class / output element) or ``"mc"`` (``mc_samples`` labels drawn
-            from the model with ``generator``).
+            from the model with ``generator``). For the token losses ``"exact"`` takes
+            one backward per label position and class and is refused above
+            ``EXACT_MAX_BACKWARDS`` (4096; a language model's vocabulary): use ``"mc"``,
+            which draws every label token from the model, -100 positions left out.
         backend: ``"rules"`` (per-layer closed forms, one forward and backward per batch),
             ``"native"`` (the same with the C++/CUDA kernels), ``"func"`` (whole-model
             torch.func), ``"loop"`` (one batched forward and one backward per sample: the
@@ -107,7 +125,8 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             (the square of each batch-mean gradient as in the authors' code: NOT this
             quantity, batch-size dependent), ``"auto"`` (native where built, else rules).
         batch_size: batch size when ``data`` is a tuple. The result does not depend on it.
-        max_samples: stop after this many samples (in all, over every rank when distributed).
+        max_samples: stop after this many samples (rows: sequences for the token losses; in all,
+            over every rank when distributed).
         device: where to run; default: the device of the model's parameters.
         dtype: accumulation dtype. float64 by default: sums of 10^5 and more squares lose
             digits in float32. Each batch's sum is formed in the model's dtype and added
@@ -139,10 +158,17 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             repeats to pad are skipped); any other data is taken as this rank's own
             shard. ``"none"``: every rank's data is its own shard, used as it is. See
             :mod:`ftdfast.fisher.parallel`.
+        targets: where each batch keeps its targets. None (default): the second item of a
+            pair, the key ``"labels"`` of a mapping (Hugging Face's name). A str: the key of
+            mapping batches (e.g. ``"label"``); it is removed from the model's inputs, so a
+            Hugging Face model does not compute its own loss. An int: the position in
+            tuple/list batches (e.g. ``-1``: the last; the others are the model's
+            positional inputs, in order); required for tuples of more than two items.
 
     Returns:
         A :class:`FisherDiagonal` mapping each trainable parameter's name to a tensor of
-        its shape (dtype ``dtype``), with ``num_samples`` = N (over all ranks) and
+        its shape (dtype ``dtype``), with ``num_samples`` = N (over all ranks; label tokens
+        for a ``"..._token"`` loss) and
         ``meta["world_size"]`` = the number of processes that computed it.
     """
     if not isinstance(model, nn.Module):
@@ -159,6 +185,7 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         raise ValueError(f"backend={used!r} computes fisher={engine_cls.fisher_kinds} only, not {fisher!r}")
     batch_size = check_count(batch_size, "batch_size")
     max_samples = check_count(max_samples, "max_samples", optional=True)
+    check_targets_arg(targets)
     if shard not in SHARD_MODES:
         raise ValueError(f"shard={shard!r} is not one of {SHARD_MODES}")
     parallel = use_distributed(distributed)
@@ -194,14 +221,15 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         desc = f"Fisher ({used}, rank 0 of {world})" if parallel else f"Fisher ({used})"
         with progress_bar(total=part.total, enabled=progress and rank == 0, desc=desc, unit="sample") as bar:
             for batch in checked_batches(stream_batches(part.data, batch_size=batch_size,
-                                                        max_samples=part.max_samples, device=device),
+                                                        max_samples=part.max_samples, device=device,
+                                                        targets=targets),
                                          model, lambda: engine.acc):
                 def grads_for(out, batch=batch):
                     spec.check(out, batch.targets, batch.index)
                     return spec.output_grads(out, batch.targets, fisher, mc_samples=mc_samples,
                                              generator=generator, batch_index=batch.index)
                 engine.accumulate(batch, grads_for)
-                seen += batch.n
+                seen += spec.count(batch.targets)
                 bar.update(batch.n)
         totals = engine.totals()
     except Exception as e:

@@ -4,20 +4,63 @@ Accepted forms:
 
 - a tuple ``(X, y)`` of tensors or NumPy arrays with the sample index first;
   it is sliced into batches of ``batch_size`` (no copy of the whole set);
-- a ``torch.utils.data.DataLoader`` or any iterable of ``(inputs, targets)``
-  batches, used with the batching it already has.
+- a ``torch.utils.data.DataLoader`` or any iterable of batches, used with the
+  batching it already has. A batch is one of:
+
+  - a pair ``(inputs, targets)``;
+  - a mapping (a dict, a Hugging Face ``BatchEncoding``, what HF collators return):
+    its targets are the value under the key ``targets`` names (default
+    ``"labels"``), every other entry is a keyword input of the model
+    (``model(**inputs)``); the targets' key is left out, so a Hugging Face model
+    does not compute a loss of its own;
+  - a tuple/list of more than two items (a ``TensorDataset`` of several tensors):
+    ``targets`` must name the position of the targets (e.g. ``targets=-1``); the
+    other items, in order, are the model's positional inputs.
 
 ``inputs`` may be a tensor, a tuple/list of tensors (the model is called as
-``model(*inputs)``) or a dict (``model(**inputs)``); the batch size is
-``len(targets)``.
+``model(*inputs)``) or a mapping (``model(**inputs)``); the batch size is
+``len(targets)``. The model's output is one tensor (n, *out) or an object with a
+``.logits`` tensor (a Hugging Face ``ModelOutput``): :func:`output_tensor`.
 """
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import torch
+
+# Where a batch keeps its targets: a key of mapping batches or a position in tuple/list batches.
+TargetsArg = Optional[Union[str, int]]
+DEFAULT_TARGETS_KEY = "labels"  # Hugging Face's name, what its collators and datasets use
+
+
+class ModelOutputError(TypeError):
+    """The model returned neither a tensor nor an output with a ``.logits`` tensor."""
+
+
+def output_tensor(out: Any) -> torch.Tensor:
+    """The tensor z (n, *out) of a model's output: the output itself, or its ``.logits`` (HF ``ModelOutput``).
+
+    Anything else raises :class:`ModelOutputError` naming what the model returned.
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, Mapping):
+        logits = out.get("logits")
+    if isinstance(logits, torch.Tensor):
+        return logits
+    what = type(out).__name__
+    if isinstance(out, Mapping):
+        what += f" with keys {sorted(out.keys())}"
+    elif isinstance(out, (tuple, list)):
+        what += f" of {len(out)} items"
+    raise ModelOutputError(
+        f"the model returned {what}; fisher_diagonal needs one tensor of outputs (n, *out) or an output with a "
+        ".logits tensor (a Hugging Face ModelOutput). Use a model with a head (e.g. ...ForCausalLM, "
+        "...ForSequenceClassification), or wrap it in a small nn.Module whose forward returns the output tensor")
 
 
 @dataclass
@@ -29,13 +72,15 @@ class Batch:
     targets: torch.Tensor
     n: int
 
-    def call(self, model: torch.nn.Module) -> Any:
-        """Run ``model`` on this batch's inputs."""
-        if isinstance(self.inputs, dict):
-            return model(**self.inputs)
-        if isinstance(self.inputs, (tuple, list)):
-            return model(*self.inputs)
-        return model(self.inputs)
+    def call(self, model: torch.nn.Module) -> torch.Tensor:
+        """Run ``model`` on this batch's inputs; its output tensor z (n, *out) (see :func:`output_tensor`)."""
+        if isinstance(self.inputs, Mapping):
+            out = model(**self.inputs)
+        elif isinstance(self.inputs, (tuple, list)):
+            out = model(*self.inputs)
+        else:
+            out = model(self.inputs)
+        return output_tensor(out)
 
     def select(self, start: int, stop: int) -> "Batch":
         """Samples ``start:stop`` of this batch, as a batch of its own."""
@@ -47,7 +92,7 @@ def map_tensors(obj: Any, fn) -> Any:
     """Apply ``fn`` to every tensor in a (nested) tuple/list/dict."""
     if isinstance(obj, torch.Tensor):
         return fn(obj)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: map_tensors(v, fn) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
         return type(obj)(map_tensors(v, fn) for v in obj)
@@ -57,7 +102,7 @@ def map_tensors(obj: Any, fn) -> Any:
 def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         yield obj
-    elif isinstance(obj, dict):
+    elif isinstance(obj, Mapping):
         for v in obj.values():
             yield from iter_tensors(v)
     elif isinstance(obj, (tuple, list)):
@@ -82,7 +127,7 @@ def split_tuple(data: tuple) -> tuple:
     if len(data) != 2:
         raise ValueError(f"data as a tuple must be (inputs, targets), got a tuple of {len(data)} items")
     x, y = data
-    x = map_tensors(x, lambda t: t) if isinstance(x, (dict, tuple, list)) else _as_tensor(x, "inputs")
+    x = map_tensors(x, lambda t: t) if isinstance(x, (Mapping, tuple, list)) else _as_tensor(x, "inputs")
     y = _as_tensor(y, "targets")
     n = y.shape[0] if y.dim() else 0
     for t in iter_tensors(x):
@@ -90,12 +135,6 @@ def split_tuple(data: tuple) -> tuple:
             raise ValueError(f"inputs have {t.shape[0]} samples but targets have {n}; "
                              "pass (X, y) with the same first dimension")
     return x, y, n
-
-
-def slice_tuple(data: tuple, start: int, stop: int) -> tuple:
-    """Samples ``start:stop`` of a tuple ``(X, y)``, as a tuple of views (no copy)."""
-    x, y, _ = split_tuple(data)
-    return map_tensors(x, lambda t: t[start:stop]), y[start:stop]
 
 
 def _tuple_batches(data: tuple, batch_size: int) -> Iterator[tuple]:
@@ -133,35 +172,81 @@ def check_count(value: Any, name: str, *, optional: bool = False) -> Optional[in
     return int(value)
 
 
+def check_targets_arg(targets: TargetsArg) -> None:
+    """Refuse a ``targets`` option that is neither None, a key (str) nor a position (int)."""
+    if targets is not None and (isinstance(targets, bool) or not isinstance(targets, (str, numbers.Integral))):
+        raise TypeError(f"targets must be a key of mapping batches (str), a position in tuple batches (int) or "
+                        f"None, got {targets!r} ({type(targets).__name__})")
+
+
+def split_batch(item: Any, index: int, targets: TargetsArg = None) -> tuple:
+    """``(inputs, targets)`` of one batch as it comes from the data (see the module docs for the forms)."""
+    if isinstance(item, Mapping):
+        if targets is not None and not isinstance(targets, str):
+            raise TypeError(f"batch {index} is a mapping (keys {sorted(item.keys())}) but targets={targets!r} is a "
+                            "position; pass the key that holds the targets, e.g. targets='labels'")
+        key = DEFAULT_TARGETS_KEY if targets is None else targets
+        if key not in item:
+            raise ValueError(
+                f"batch {index} is a mapping with keys {sorted(item.keys())} and no {key!r}: pass "
+                "targets='<key>' naming the key that holds the targets, or add them to the batch (for a causal LM, "
+                "labels = input_ids with padding set to -100, as DataCollatorForLanguageModeling(tokenizer, "
+                "mlm=False) does)")
+        return {k: v for k, v in item.items() if k != key}, item[key]
+    if isinstance(item, (tuple, list)):
+        if isinstance(targets, str):
+            raise TypeError(f"batch {index} is a {type(item).__name__} of {len(item)} items but targets={targets!r} "
+                            "is a key; pass the targets' position (e.g. targets=-1) or leave targets=None for "
+                            "(inputs, targets) pairs")
+        if targets is None:
+            if len(item) == 2:
+                return item[0], item[1]
+            raise ValueError(
+                f"batch {index}: expected an (inputs, targets) pair, got a {type(item).__name__} of {len(item)} "
+                "items; pass targets=<position> to say which item holds the targets (e.g. targets=-1: the last; "
+                "the others are the model's inputs, in order)")
+        if not -len(item) <= targets < len(item):
+            raise ValueError(f"batch {index}: targets={targets} is not a position in a {type(item).__name__} of "
+                             f"{len(item)} items")
+        k = targets % len(item)
+        rest = [v for i, v in enumerate(item) if i != k]
+        return (rest[0] if len(rest) == 1 else tuple(rest)), item[k]
+    raise ValueError(
+        f"batch {index}: expected an (inputs, targets) pair or a mapping with the targets under a key, got "
+        f"{type(item).__name__}; wrap unlabeled data as (inputs, targets)")
+
+
 def stream_batches(data: Any, *, batch_size: int, max_samples: Optional[int],
-                   device: Optional[torch.device], check_finite: bool = True) -> Iterator[Batch]:
-    """Yield :class:`Batch` objects on ``device``, stopping after ``max_samples`` samples."""
+                   device: Optional[torch.device], check_finite: bool = True,
+                   targets: TargetsArg = None) -> Iterator[Batch]:
+    """Yield :class:`Batch` objects on ``device``, stopping after ``max_samples`` samples.
+
+    ``targets``: where each batch keeps its targets (see the module docs); None: the
+    second item of a pair, the key ``"labels"`` of a mapping.
+    """
+    check_targets_arg(targets)
     batch_size = check_count(batch_size, "batch_size")
     max_samples = check_count(max_samples, "max_samples", optional=True)
     if isinstance(data, tuple):
         source: Iterable = _tuple_batches(data, batch_size)
-    elif isinstance(data, (torch.Tensor, dict)) or not hasattr(data, "__iter__"):
+    elif isinstance(data, (torch.Tensor, Mapping)) or not hasattr(data, "__iter__"):
         raise TypeError(
-            f"data must be a DataLoader, an iterable of (inputs, targets) batches or a tuple (X, y); "
-            f"got {type(data).__name__}")
+            f"data must be a DataLoader, an iterable of batches ((inputs, targets) pairs or mappings) or a "
+            f"tuple (X, y); got {type(data).__name__}" + (" (a single batch? pass it in a list: [batch])"
+                                                         if isinstance(data, Mapping) else ""))
     else:
         source = data
     seen = 0
     for index, item in enumerate(source):
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise ValueError(
-                f"batch {index}: expected an (inputs, targets) pair, got {type(item).__name__}"
-                + (f" of {len(item)} items" if isinstance(item, (tuple, list)) else "")
-                + "; wrap unlabeled data as (inputs, targets)")
-        inputs, targets = item
-        targets = _as_tensor(targets, f"batch {index} targets")
-        if targets.dim() == 0:
+        inputs, y = split_batch(item, index, targets)
+        y = _as_tensor(y, f"batch {index} targets")
+        if y.dim() == 0:
             raise ValueError(f"batch {index}: targets must have a batch dimension, got a scalar")
-        n = targets.shape[0]
+        n = y.shape[0]
         if max_samples is not None and seen + n > max_samples:
             keep = max_samples - seen
             inputs = map_tensors(inputs, lambda t: t[:keep])
-            targets, n = targets[:keep], keep
+            y, n = y[:keep], keep
         if n == 0:
             continue
         for t in iter_tensors(inputs):
@@ -176,8 +261,8 @@ def stream_batches(data: Any, *, batch_size: int, max_samples: Optional[int],
                     "clean or drop it before computing the Fisher")
         if device is not None:
             inputs = map_tensors(inputs, lambda t: t.to(device, non_blocking=True))
-            targets = targets.to(device, non_blocking=True)
-        yield Batch(index, inputs, targets, n)
+            y = y.to(device, non_blocking=True)
+        yield Batch(index, inputs, y, n)
         seen += n
         if max_samples is not None and seen >= max_samples:
             return

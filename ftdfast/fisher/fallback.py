@@ -7,7 +7,10 @@ the per-sample gradient of the module's own parameters is
 
 computed with ``torch.func.vmap(torch.func.grad(...))`` over chunks of samples, so
 at most (chunk, P_module) numbers live at once. Sub-modules keep their own
-parameters fixed (they have rules or fallbacks of their own).
+parameters fixed (they have rules or fallbacks of their own), even where one is the
+same tensor as a parameter of the module (BERT's MLM head owns ``bias``, which is
+also its ``decoder.bias``): ``functional_call(..., tie_weights=False)`` swaps only the
+module's own attribute, so each use is counted once, by the unit whose call makes it.
 
 The batch dimension of the inputs is 0, or 1 for modules with ``batch_first=False``
 (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.Transformer*``) and for the hidden states of
@@ -97,7 +100,7 @@ class _FuncGrads:
                                        for t, d in zip(in_leaves, self.in_dims)], self.in_spec)
         clear_caches(self.caches)  # the swapped-in parameters, not a cached tensor of the real ones
         try:
-            out = functional_call(self.module, params, args, kwargs, strict=False)
+            out = functional_call(self.module, params, args, kwargs, strict=False, tie_weights=False)
         finally:
             clear_caches(self.caches)  # nothing made inside vmap/grad outlives the call
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..eval_caches import clear_caches, find_caches
-from ..data import Batch
+from ..data import Batch, ModelOutputError
 from ..losses import FISHER_KINDS
 
 GradsFor = Callable[[torch.Tensor], Iterable[torch.Tensor]]
@@ -78,20 +78,18 @@ class Backend:
         return {k: v.div_(num_samples) for k, v in totals.items()}
 
     def forward(self, batch: Batch, model: Optional[nn.Module] = None) -> torch.Tensor:
-        """Run the model on ``batch``; a shape mismatch becomes an error that names the data's shape."""
+        """The model's output tensor z (n, *out) on ``batch``; a shape mismatch becomes an error naming the data's shape."""
         model = self.model if model is None else model
         if torch.is_grad_enabled():
             clear_caches(self.caches)  # a cached parameter-derived tensor would hide its parameter from autograd
         try:
             out = batch.call(model)
+        except ModelOutputError:
+            raise  # it ran; what it returned is the problem, and the error says so
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             raise ValueError(
                 f"batch {batch.index}: the model could not run on inputs of shape {describe_inputs(batch)}: {e}. "
                 "Check that the data's shape and dtype match what the model expects") from e
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(
-                f"the model returned {type(out).__name__}; fisher_diagonal needs a model that returns one "
-                "tensor of outputs (wrap it, e.g. lambda: model(x).logits, in a small nn.Module)")
         if torch.is_grad_enabled() and not out.requires_grad:
             raise ValueError(
                 "the model's output does not depend on any trainable parameter; check requires_grad on "

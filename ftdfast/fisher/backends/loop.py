@@ -1,7 +1,8 @@
 """The reference backends: one backward per sample. Slow and plainly correct.
 
 They share nothing with the other backends but the definition: for the empirical
-Fisher each sample's own loss is differentiated; for ``exact``/``mc`` each sample's
+Fisher each sample's own loss is differentiated (a row's, or a label token's where each
+token is a sample); for ``exact``/``mc`` each sample's
 output is back-propagated with its output gradients ``v_kn``. Squares are taken and
 summed in the accumulation dtype.
 
@@ -46,9 +47,9 @@ class LoopBackend(_PerSampleBackward):
             out = self.forward(batch)
             vs = list(grads_for(out))  # label checks, and the output gradients of exact/mc
             if self.fisher == "empirical":
-                losses = self.loss_spec.per_sample(out, batch.targets)
-                for i in range(batch.n):
-                    self._add_grads(losses[i], None, retain=i < batch.n - 1)
+                losses = self.loss_spec.per_sample(out, batch.targets)  # one per sample: a row or a label token
+                for i in range(losses.shape[0]):
+                    self._add_grads(losses[i], None, retain=i < losses.shape[0] - 1)
                 return
             for k, v in enumerate(vs):
                 for i in range(batch.n):
@@ -70,8 +71,8 @@ class SingleSampleLoopBackend(_PerSampleBackward):
             one = batch.select(i, i + 1)
             with torch.enable_grad():
                 out = self.forward(one)
-                if vs is None:
-                    seeds = [(self.loss_spec.per_sample(out, one.targets).sum(), None)]
+                if vs is None:  # each of the row's samples (one, or its label tokens) on its own
+                    seeds = [(loss, None) for loss in self.loss_spec.per_sample(out, one.targets)]
                 else:
                     seeds = [(out, v[i:i + 1]) for v in vs]
                 for k, (root, seed) in enumerate(seeds):
