@@ -27,7 +27,7 @@ from .distance.matrix import FISHER_DATA, HEADS
 from .distance.measures import DEFAULT_MEASURE, MEASURES
 from .distance.task import DEFAULT_FISHER
 from .fisher import FisherDiagonal, fisher_diagonal
-from .fisher.losses import FISHER_KINDS
+from .fisher.losses import FISHER_KINDS, LOSSES
 from .nas.fuse import WEIGHT_LOSSES
 from .nas.search import BUDGET_PRESETS, INCUMBENT_POLICIES, SCHEDULES
 
@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", help="a state_dict file to load into the model")
     f.add_argument("--data", required=True, help=".npz with x_test/y_test (see --split) or x/y arrays")
     f.add_argument("--split", default="test", help="which x_<split>/y_<split> arrays to use (default: test)")
-    f.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "bce_with_logits"])
+    f.add_argument("--loss", default="cross_entropy", choices=tuple(LOSSES))
     f.add_argument("--fisher", default="empirical", choices=FISHER_KINDS)
     f.add_argument("--mc-samples", type=_count, default=1)
     f.add_argument("--batch-size", type=_count, default=128)
@@ -440,7 +440,7 @@ def _add_check_parser(sub) -> None:
     c.add_argument("--weights", help="a state_dict file to load into the model")
     c.add_argument("--data", required=True, help=".npz with x_test/y_test (see --split) or x/y arrays")
     c.add_argument("--split", default="test", help="which x_<split>/y_<split> arrays to use (default: test)")
-    c.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "bce_with_logits"])
+    c.add_argument("--loss", default="cross_entropy", choices=tuple(LOSSES))
     c.add_argument("--samples", type=_count, default=8, help="samples to check on (default 8)")
     c.add_argument("--backend", default="auto", choices=[b for b in BACKENDS if b != "legacy"])
     c.add_argument("--tolerance", type=float, default=1e-9,
