@@ -97,13 +97,16 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
             a, b = states[0][n], states[k][n]
             if isinstance(a, torch.Tensor) and (not isinstance(b, torch.Tensor) or a.shape != b.shape):
                 got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
-                raise ValueError(f"{n!r} has shape {tuple(a.shape)} in models[0] but {got} in models[{k}]")
+                raise ValueError(f"{n!r} has shape {tuple(a.shape)} in models[0] but {got} in models[{k}]: the "
+                                 "models must share one architecture; models with different heads (e.g. another "
+                                 "num_labels) merge by their shared part: pass state_dicts and Fishers without the "
+                                 "head's entries")
 
     floating = {n: v for n, v in states[0].items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
     fs = []
     for k, (m, f) in enumerate(zip(models, fishers)):
         f = align_names(tensors_of(f, f"fishers[{k}]"), floating, f"fishers[{k}]",
-                        "models[0]'s floating-point entries")
+                        "models[0]'s floating-point state")
         check_fisher(f, floating, f"fishers[{k}]")
         if k and f.keys() != fs[0].keys():
             odd = next(n for n in list(fs[0]) + list(f) if (n in f) != (n in fs[0]))

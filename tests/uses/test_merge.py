@@ -132,7 +132,7 @@ def renamed():
     (lambda a, b, fa, fb: fisher_merge([a, b], [fa, {**fb, "0.weight": torch.ones(4)}]),
      r"fishers\[1\]\['0.weight'\] has shape \(4,\)"),
     (lambda a, b, fa, fb: fisher_merge([a, b], [fa, {**fb, "9.weight": torch.ones(4)}]),
-     r"fishers\[1\] has an entry '9.weight' that models\[0\]'s floating-point entries lack"),
+     r"fishers\[1\] has an entry '9.weight' that models\[0\]'s floating-point state lacks"),
     (lambda a, b, fa, fb: fisher_merge([a.state_dict(), b.state_dict()],
                                        [fa, {k: v for k, v in fb.items() if k != "2.bias"}]),
      r"fishers\[0\] has an entry '2.bias' that the other lacks"),
