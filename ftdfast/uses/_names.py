@@ -77,7 +77,8 @@ def match_names(need: Iterable[str], have: Iterable[str], need_what: str, have_w
         examples of the names left over on each side and the best prefix guess), or when
         several do (e.g. a Fisher of one block of a model with several identical blocks).
     """
-    need, have_set = list(need), set(have)
+    need, have = list(need), list(have)
+    have_set = set(have)
     if all(n in have_set for n in need):
         return {n: n for n in need}
     best: Tuple[int, str, str] = (-1, "", "")
@@ -102,10 +103,10 @@ def match_names(need: Iterable[str], have: Iterable[str], need_what: str, have_w
     unmet = [h for h in have if h not in used]
     hint = (f"; with {_describe(a, b)} {hits} of {len(need)} meet" if (a or b) else "")
     count = f" ({len(left)} such entries)" if len(left) > 1 else ""
-    raise ValueError(f"{need_what} has an entry {left[0]!r} that {have_what} lacks{count}{hint}. Left over in {need_what}: {_show(left)}; in "
-                     f"{have_what} without a counterpart: {_show(unmet) or 'none'}. Names may differ only by one "
-                     "wrapper prefix (such as 'module.', '_orig_mod.', 'hf.', 'base_model.model.'): are both from "
-                     "the same model?")
+    raise ValueError(f"{need_what} has an entry {left[0]!r} that {have_what} lacks{count}{hint}. Left over in "
+                     f"{need_what}: {_show(left)}; in {have_what} without a counterpart: {_show(unmet) or 'none'}. "
+                     "Names may differ only by one wrapper prefix (such as 'module.', '_orig_mod.', 'hf.', "
+                     "'base_model.model.'): are both from the same model?")
 
 
 def align_names(mapping: Mapping, names: Iterable[str], what: str, where: str) -> Dict[str, Any]:

@@ -61,8 +61,8 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
         fishers: K mappings name -> tensor of the parameter's shape (e.g.
             :class:`~ftdfast.FisherDiagonal`), fishers[k] computed for models[k] (on its task's
             data); all covering the same parameters, each named as its model or up to one
-            wrapper prefix (e.g. a Fisher of a wrapper whose ``.hf`` is the model). Never recomputed. Where models[k] is a module, each
-            of its trainable parameters needs an entry.
+            wrapper prefix (e.g. a Fisher of a wrapper whose ``.hf`` is the model). Never
+            recomputed. Where models[k] is a module, each of its trainable parameters needs an entry.
         weights: K merging coefficients w_k >= 0 (normalized here); default 1/K each.
         eps: the Fisher floor relative to the mean Fisher entry, > 0. The default was chosen by an
             ablation on MNIST (docs/uses.md): 0 < eps << 1 is Fisher merging, eps >> 1 plain averaging.
