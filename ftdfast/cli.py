@@ -460,8 +460,11 @@ def _add_merge_parser(sub) -> None:
                    "their index.json)")
     m.add_argument("--coef", nargs="+", type=float, metavar="W",
                    help="merging coefficient per model, >= 0 (normalized; default: equal)")
-    m.add_argument("--eps", type=float, help="Fisher floor relative to the mean Fisher entry (default: "
+    m.add_argument("--eps", type=float, help="Fisher floor relative to the mean (normalized) Fisher entry (default: "
                    "ftdfast.uses.merge.DEFAULT_EPS, see docs/uses.md)")
+    m.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale each Fisher to unit mean entry before merging (default: "
+                   "ftdfast.uses.merge.DEFAULT_NORMALIZE, see docs/uses.md)")
     m.add_argument("--out", required=True,
                    help="FILE.safetensors (safetensors), FILE.pt/.pth/.bin (torch.save), or a folder (an existing "
                    "one, a name ending with '/', or a name without extension when a --weights source is a folder): "
@@ -472,7 +475,7 @@ def _add_merge_parser(sub) -> None:
 
 def cmd_merge(args) -> int:
     from .uses.checkpoints import check_same_architecture, read_weights, write_weights
-    from .uses.merge import DEFAULT_EPS, fisher_merge
+    from .uses.merge import DEFAULT_EPS, DEFAULT_NORMALIZE, fisher_merge
     if len(args.fisher) != len(args.weights):
         raise ValueError(f"--fisher has {len(args.fisher)} files but --weights {len(args.weights)}: "
                          "one Fisher per model")
@@ -482,7 +485,8 @@ def cmd_merge(args) -> int:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file (--fisher)")
     fishers = [FisherDiagonal.load(path) for path in args.fisher]
-    merged = fisher_merge(states, fishers, weights=args.coef, eps=DEFAULT_EPS if args.eps is None else args.eps)
+    merged = fisher_merge(states, fishers, weights=args.coef, eps=DEFAULT_EPS if args.eps is None else args.eps,
+                          normalize=DEFAULT_NORMALIZE if args.normalize is None else args.normalize)
     wrote = write_weights(merged, args.out, args.weights)
     print(f"merged {len(states)} models: {len(fishers[0])} of {len(merged)} tensors Fisher-weighted, the others "
           f"averaged (integer buffers from the first model); wrote {wrote}")

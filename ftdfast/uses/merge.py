@@ -13,6 +13,7 @@ from ._names import align_names, check_fisher, match_names, parameters_of, tenso
 from ..fisher.parallel import unwrap_model
 
 DEFAULT_EPS = 1.0  # floor = the mean Fisher entry; the validation-best of benchmarks/uses_evidence.py (docs/uses.md)
+DEFAULT_NORMALIZE = False
 
 
 def _state_of(model: Any, k: int) -> Dict[str, Any]:
@@ -21,6 +22,14 @@ def _state_of(model: Any, k: int) -> Dict[str, Any]:
     if isinstance(model, Mapping):
         return dict(model)
     raise TypeError(f"models[{k}] must be an nn.Module or a state_dict, got {type(model).__name__}")
+
+
+def _unit_mean(fisher: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``fisher`` divided by its mean entry (float64); all zeros stay zeros."""
+    total = sum(float(v.sum(dtype=torch.float64)) for v in fisher.values())
+    count = sum(v.numel() for v in fisher.values())
+    scale = count / total if total > 0 else 1.0
+    return {n: v.detach().to(torch.float64) * scale for n, v in fisher.items()}
 
 
 def _check_weights(weights: Optional[Sequence[float]], k: int) -> List[float]:
@@ -35,13 +44,14 @@ def _check_weights(weights: Optional[Sequence[float]], k: int) -> List[float]:
 
 
 def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Optional[Sequence[float]] = None, *,
-                 eps: float = DEFAULT_EPS) -> "OrderedDict[str, Any]":
+                 eps: float = DEFAULT_EPS, normalize: bool = DEFAULT_NORMALIZE) -> "OrderedDict[str, Any]":
     """Merge K models of one architecture by Fisher-weighted averaging, entry by entry.
 
     For every parameter entry i (w normalized to sum 1)::
 
-        theta_i = sum_k w_k max(F_k,i, floor) theta_k,i / sum_k w_k max(F_k,i, floor)
-        floor   = eps * (mean of all Fisher entries, over every model and parameter)
+        theta_i = sum_k w_k max(G_k,i, floor) theta_k,i / sum_k w_k max(G_k,i, floor)
+        G_k     = F_k / (mean entry of F_k)   with normalize (each Fisher to unit mean), else F_k
+        floor   = eps * (mean of all G entries, over every model and parameter)
 
     so an entry where every model's Fisher is below the floor gets the plain weighted
     average ``sum_k w_k theta_k,i``, and an entry that only model k's data informs comes
@@ -64,8 +74,13 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
             wrapper prefix (e.g. a Fisher of a wrapper whose ``.hf`` is the model). Never
             recomputed. Where models[k] is a module, each of its trainable parameters needs an entry.
         weights: K merging coefficients w_k >= 0 (normalized here); default 1/K each.
-        eps: the Fisher floor relative to the mean Fisher entry, > 0. The default was chosen by an
-            ablation on MNIST (docs/uses.md): 0 < eps << 1 is Fisher merging, eps >> 1 plain averaging.
+        eps: the Fisher floor relative to the mean (normalized) Fisher entry, > 0: 0 < eps << 1 is
+            Fisher merging, eps >> 1 plain averaging. With ``normalize`` the floor is eps itself.
+        normalize: scale each model's Fisher to unit mean entry first (Matena and Raffel normalize
+            each Fisher too), so that a task whose Fisher is larger overall (a larger loss, say)
+            does not outweigh the others everywhere; a Fisher that is all zero stays zero.
+            The defaults (:data:`DEFAULT_EPS`, :data:`DEFAULT_NORMALIZE`) come from the ablation
+            in docs/uses.md (benchmarks/merge_floor.py).
 
     Returns:
         An ``OrderedDict`` state_dict in model 0's order, with model 0's names (a DDP-wrapped
@@ -120,6 +135,8 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
                                    "the Fisher of that model")
         fs.append(f)
 
+    if normalize:
+        fs = [_unit_mean(f) for f in fs]
     total = sum(float(f[n].sum(dtype=torch.float64)) for f in fs for n in f)
     count = sum(f[n].numel() for f in fs for n in f)
     floor = eps * total / count if total > 0 else 1.0
