@@ -6,7 +6,7 @@
 Set-up, per seed (every seed redraws the initialisation, the subsets and the batch order):
 
 - a tiny ViT (``transformers.ViTForImageClassification``: image 28x28, 1 channel, patch 7 -> 16 patches + CLS,
-  2 layers, hidden 64, 4 heads, MLP 128, 10 outputs; 103k parameters) trained ``--pretrain-epochs`` on
+  2 layers, hidden 64, 4 heads, MLP 128, 10 outputs; 72k parameters) trained ``--pretrain-epochs`` on
   ``--pretrain`` MNIST images of all digits: the ONE shared initialisation;
 - model A: a copy fine-tuned on ``--train`` MNIST images (10 digits); model B: a copy fine-tuned on ``--train``
   Fashion-MNIST images (10 classes, the copied MNIST head retrained); Adam, batch 64, ``--epochs`` each;
