@@ -276,7 +276,7 @@ def merge_seed(mnist, seed: int, args) -> Dict:
     for kind in ("empirical", "exact"):
         for eps in args.eps:
             states[f"fisher {kind} eps={eps:g}"] = fisher_merge(
-                [models["A"], models["B"]], [fishers["A", kind], fishers["B", kind]], eps=eps)
+                [models["A"], models["B"]], [fishers["A", kind], fishers["B", kind]], eps=eps, normalize=False)
     probe = TaskCNN()
     full = mnist["test"]
     result = {}

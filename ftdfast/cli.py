@@ -460,32 +460,42 @@ def _add_merge_parser(sub) -> None:
     m = sub.add_parser("merge", help="Fisher-weighted averaging of K models of one architecture (ftdfast.uses)")
     m.add_argument("--fisher", nargs="+", required=True, metavar="FISHER.pt",
                    help="one FisherDiagonal file (ftdfast fisher --out) per model, in the order of --weights")
-    m.add_argument("--weights", nargs="+", required=True, metavar="STATE.pt", help="the models' state_dict files")
+    m.add_argument("--weights", nargs="+", required=True, metavar="WEIGHTS",
+                   help="the models' weights: state files (.safetensors, or .pt/.pth/.bin from torch.save) or "
+                   "Hugging Face save_pretrained folders (model.safetensors, pytorch_model.bin, or sharded with "
+                   "their index.json)")
     m.add_argument("--coef", nargs="+", type=float, metavar="W",
                    help="merging coefficient per model, >= 0 (normalized; default: equal)")
-    m.add_argument("--eps", type=float, help="Fisher floor relative to the mean Fisher entry (default: "
-                   "ftdfast.uses.merge.DEFAULT_EPS)")
-    m.add_argument("--out", required=True, help="where to write the merged state_dict (atomic)")
+    m.add_argument("--eps", type=float, help="Fisher floor relative to the mean (normalized) Fisher entry (default: "
+                   "ftdfast.uses.merge.DEFAULT_EPS, see docs/uses.md)")
+    m.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale each Fisher to unit mean entry before merging (default: "
+                   "ftdfast.uses.merge.DEFAULT_NORMALIZE, see docs/uses.md)")
+    m.add_argument("--out", required=True,
+                   help="FILE.safetensors (safetensors), FILE.pt/.pth/.bin (torch.save), or a folder (an existing "
+                   "one, a name ending with '/', or a name without extension when a --weights source is a folder): "
+                   "model.safetensors with the first source folder's config.json and other non-weight files, "
+                   "loadable by from_pretrained. Written atomically")
     m.set_defaults(func=cmd_merge)
 
 
 def cmd_merge(args) -> int:
-    from .atomic import atomic_torch_save
-    from .uses._names import align_names
-    from .uses.merge import DEFAULT_EPS, fisher_merge
+    from .uses.checkpoints import check_same_architecture, read_weights, write_weights
+    from .uses.merge import DEFAULT_EPS, DEFAULT_NORMALIZE, fisher_merge
     if len(args.fisher) != len(args.weights):
         raise ValueError(f"--fisher has {len(args.fisher)} files but --weights {len(args.weights)}: "
                          "one Fisher per model")
-    states = [_load_state_dict(path, "--weights") for path in args.weights]
+    check_same_architecture(args.weights)
+    states = [read_weights(path, "--weights") for path in args.weights]
     for path in args.fisher:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file (--fisher)")
     fishers = [FisherDiagonal.load(path) for path in args.fisher]
-    merged = fisher_merge(states, fishers, weights=args.coef, eps=DEFAULT_EPS if args.eps is None else args.eps)
-    atomic_torch_save(merged, args.out)
-    weighted = len(align_names(fishers[0], merged).keys() & merged.keys())
-    print(f"merged {len(states)} models: {weighted} of {len(merged)} tensors Fisher-weighted, the others averaged "
-          f"(integer buffers from the first model); wrote {args.out}")
+    merged = fisher_merge(states, fishers, weights=args.coef, eps=DEFAULT_EPS if args.eps is None else args.eps,
+                          normalize=DEFAULT_NORMALIZE if args.normalize is None else args.normalize)
+    wrote = write_weights(merged, args.out, args.weights)
+    print(f"merged {len(states)} models: {len(fishers[0])} of {len(merged)} tensors Fisher-weighted, the others "
+          f"averaged (integer buffers from the first model); wrote {wrote}")
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ._names import align_names, check_fisher, parameters_of, tensors_of
+from ._names import align_names, check_fisher, match_names, parameters_of, pick_names, tensors_of
 
 Term = Dict[str, Tuple[torch.Tensor, torch.Tensor]]  # name -> (Fisher F_i, anchor theta*_i)
 
@@ -43,11 +43,14 @@ class EWC:
         model: the model the Fisher belongs to, possibly wrapped in
             ``DistributedDataParallel``/``DataParallel`` (names are those of the inner module).
         fisher: a :class:`~ftdfast.FisherDiagonal` or a mapping name -> tensor of the
-            parameter's shape; names may carry ``module.`` prefixes. Never recomputed.
+            parameter's shape; its names may differ from the model's by one wrapper prefix
+            (``module.``, ``_orig_mod.``, ``hf.``, ``base_model.model.`` or a nesting: a Fisher
+            of a wrapper module whose ``.hf`` is the model fits the bare model, and the
+            reverse). Never recomputed.
             Each tensor is copied once, here, to its parameter's device, in the parameter's
             dtype or float32 where that is narrower (float16/bfloat16 models).
         anchor: theta*: a mapping name -> tensor (e.g. a state_dict) holding every entry of
-            ``fisher``; default: a copy of the model's parameters now.
+            ``fisher`` (up to one wrapper prefix); default: a copy of the model's parameters now.
         strength: lambda >= 0 above.
         online: keep one decayed term (online EWC) instead of one term per task.
         decay: gamma in [0, 1] of online EWC; must stay 1 unless ``online``.
@@ -95,8 +98,9 @@ class EWC:
         params = parameters_of(model)
         if not params:
             raise ValueError("the model has no parameters")
-        fisher = align_names(tensors_of(fisher, "fisher"), params)
+        fisher = align_names(tensors_of(fisher, "fisher"), params, "fisher", "the model")
         check_fisher(fisher, params, "fisher")
+        self._follow_names(params)
         if self.strict:
             for name, p in params.items():
                 if p.requires_grad and name not in fisher:
@@ -105,9 +109,6 @@ class EWC:
         if self.online and self._terms:
             old = self._terms[0]
             names = list(old) + [k for k in fisher if k not in old]
-            lost = next((n for n in old if n not in params), None)
-            if lost is not None:
-                raise ValueError(f"online EWC: the model has no parameter {lost!r}, which an earlier task penalizes")
             anchors = self._anchors(names, params, anchor)
             term: Term = {}
             for name in names:
@@ -132,17 +133,24 @@ class EWC:
         if not isinstance(anchor, Mapping):
             raise TypeError(f"anchor must be a mapping name -> tensor (a state_dict) or None, got "
                             f"{type(anchor).__name__}")
-        anchor = align_names(anchor, names)
+        anchor = pick_names(anchor, names, "anchor", "the Fisher")
         out = {}
         for n in names:
-            if n not in anchor:
-                raise ValueError(f"anchor has no entry {n!r}, which the Fisher penalizes")
             a, p = anchor[n], params[n]
             if not isinstance(a, torch.Tensor) or a.shape != p.shape:
                 got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
                 raise ValueError(f"anchor[{n!r}] is {got}; the parameter has shape {tuple(p.shape)}")
             out[n] = a.detach().to(p.device, _store_dtype(p), copy=True)
         return out
+
+    def _follow_names(self, params: Dict[str, torch.Tensor]) -> None:
+        """Rename the stored terms onto ``params``' names where the model is now wrapped differently
+        (e.g. compiled or put in a wrapper module after the task was added): one prefix change."""
+        names = self.names
+        if all(n in params for n in names):
+            return
+        rename = match_names(names, params, "EWC's penalized parameters", "the model")
+        self._terms = [{rename[n]: v for n, v in term.items()} for term in self._terms]
 
     def state_dict(self) -> Dict:
         """Everything needed to rebuild this penalty (CPU tensors, ``torch.save``-able with
@@ -167,19 +175,18 @@ class EWC:
         """``strength / 2 * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2``: a differentiable scalar ()
         on the device and in the dtype of the model's parameters (summed in float32 at least, then
         cast to the first penalized parameter's dtype). ``model`` may be the one given
-        to the constructor or a wrapped / moved copy with the same names; frozen parameters are
+        to the constructor or a moved copy, wrapped anew or not (names up to one wrapper
+        prefix: the stored terms are renamed once to follow it); frozen parameters are
         skipped, and a model with none penalized gives a zero scalar."""
         params = parameters_of(model)
         if not params:
             raise ValueError("the model has no parameters")
+        self._follow_names(params)
         total: Optional[torch.Tensor] = None
         dtype: Optional[torch.dtype] = None
         for term in self._terms:
             for name, (f, a) in term.items():
-                p = params.get(name)
-                if p is None:
-                    raise ValueError(f"the model has no parameter {name!r}, which EWC penalizes (was the model "
-                                   "changed since the task was added?)")
+                p = params[name]
                 if p.shape != f.shape:
                     raise ValueError(f"parameter {name!r} has shape {tuple(p.shape)}; EWC holds {tuple(f.shape)}")
                 if not p.requires_grad:

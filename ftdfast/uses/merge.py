@@ -9,10 +9,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ._names import align_names, check_fisher, parameters_of, tensors_of
+from ._names import align_names, check_fisher, match_names, parameters_of, tensors_of
 from ..fisher.parallel import unwrap_model
 
-DEFAULT_EPS = 1.0  # floor = the mean Fisher entry; the validation-best of benchmarks/uses_evidence.py (docs/uses.md)
+# The validation-best recipe of benchmarks/merge_floor.py (tiny ViTs, MNIST + Fashion-MNIST; docs/uses.md): unit-mean
+# Fishers, floor 1e-2 (2.6% of entries flattened to the plain average; eps=1 un-normalized flattened 82%).
+DEFAULT_EPS = 1e-2
+DEFAULT_NORMALIZE = True
 
 
 def _state_of(model: Any, k: int) -> Dict[str, Any]:
@@ -21,6 +24,14 @@ def _state_of(model: Any, k: int) -> Dict[str, Any]:
     if isinstance(model, Mapping):
         return dict(model)
     raise TypeError(f"models[{k}] must be an nn.Module or a state_dict, got {type(model).__name__}")
+
+
+def _unit_mean(fisher: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``fisher`` divided by its mean entry (float64); all zeros stay zeros."""
+    total = sum(float(v.sum(dtype=torch.float64)) for v in fisher.values())
+    count = sum(v.numel() for v in fisher.values())
+    scale = count / total if total > 0 else 1.0
+    return {n: v.detach().to(torch.float64) * scale for n, v in fisher.items()}
 
 
 def _check_weights(weights: Optional[Sequence[float]], k: int) -> List[float]:
@@ -35,13 +46,14 @@ def _check_weights(weights: Optional[Sequence[float]], k: int) -> List[float]:
 
 
 def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Optional[Sequence[float]] = None, *,
-                 eps: float = DEFAULT_EPS) -> "OrderedDict[str, Any]":
+                 eps: float = DEFAULT_EPS, normalize: bool = DEFAULT_NORMALIZE) -> "OrderedDict[str, Any]":
     """Merge K models of one architecture by Fisher-weighted averaging, entry by entry.
 
     For every parameter entry i (w normalized to sum 1)::
 
-        theta_i = sum_k w_k max(F_k,i, floor) theta_k,i / sum_k w_k max(F_k,i, floor)
-        floor   = eps * (mean of all Fisher entries, over every model and parameter)
+        theta_i = sum_k w_k max(G_k,i, floor) theta_k,i / sum_k w_k max(G_k,i, floor)
+        G_k     = F_k / (mean entry of F_k)   with normalize (each Fisher to unit mean), else F_k
+        floor   = eps * (mean of all G entries, over every model and parameter)
 
     so an entry where every model's Fisher is below the floor gets the plain weighted
     average ``sum_k w_k theta_k,i``, and an entry that only model k's data informs comes
@@ -55,21 +67,30 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
 
     Args:
         models: K >= 1 ``nn.Module`` s (possibly DDP/DataParallel-wrapped) or state_dicts, with
-            the same names (``module.`` prefixes are stripped where needed) and shapes.
+            the same names and shapes, up to one wrapper prefix per model (``module.``,
+            ``_orig_mod.``, ``hf.``, ``base_model.model.`` or a nesting: see
+            :func:`~ftdfast.uses._names.match_names`); model 0's names are the result's.
         fishers: K mappings name -> tensor of the parameter's shape (e.g.
             :class:`~ftdfast.FisherDiagonal`), fishers[k] computed for models[k] (on its task's
-            data); all with the same names. Never recomputed. Where models[k] is a module, each
-            of its trainable parameters needs an entry.
+            data); all covering the same parameters, each named as its model or up to one
+            wrapper prefix (e.g. a Fisher of a wrapper whose ``.hf`` is the model). Never
+            recomputed. Where models[k] is a module, each of its trainable parameters needs an entry.
         weights: K merging coefficients w_k >= 0 (normalized here); default 1/K each.
-        eps: the Fisher floor relative to the mean Fisher entry, > 0. The default was chosen by an
-            ablation on MNIST (docs/uses.md): 0 < eps << 1 is Fisher merging, eps >> 1 plain averaging.
+        eps: the Fisher floor relative to the mean (normalized) Fisher entry, > 0: 0 < eps << 1 is
+            Fisher merging, eps >> 1 plain averaging. With ``normalize`` the floor is eps itself.
+        normalize: scale each model's Fisher to unit mean entry first (Matena and Raffel normalize
+            each Fisher too), so that a task whose Fisher is larger overall (a larger loss, say)
+            does not outweigh the others everywhere; a Fisher that is all zero stays zero.
+            The defaults (:data:`DEFAULT_EPS`, :data:`DEFAULT_NORMALIZE`) come from the ablation
+            in docs/uses.md (benchmarks/merge_floor.py).
 
     Returns:
-        An ``OrderedDict`` state_dict in model 0's order, with the inner module's names (no
-        ``module.`` prefix): ``model.load_state_dict(fisher_merge(...))``.
+        An ``OrderedDict`` state_dict in model 0's order, with model 0's names (a DDP-wrapped
+        module's inner names): ``model.load_state_dict(fisher_merge(...))``.
 
     Raises:
-        ValueError naming the first entry whose name, shape or Fisher does not match.
+        ValueError naming the first entry whose shape or Fisher does not match, or the names
+        (examples of each side, the prefix guess) that no single wrapper prefix reconciles.
     """
     models, fishers = list(models), list(fishers)
     if not models:
@@ -81,26 +102,28 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
     w = _check_weights(weights, len(models))
     states = [_state_of(m, k) for k, m in enumerate(models)]
     order = list(states[0])
+    renames = [{n: n for n in order}]  # per model: its names -> model 0's
     for k in range(1, len(states)):
-        states[k] = align_names(states[k], order)
+        renames.append(match_names(list(states[k]), order, f"models[{k}]", "models[0]"))
+        states[k] = {renames[k][n]: v for n, v in states[k].items()}
         missing = next((n for n in order if n not in states[k]), None)
         if missing is not None:
             raise ValueError(f"models[{k}] has no entry {missing!r}, which models[0] has: the models must share "
                            "one architecture")
-        extra = next((n for n in states[k] if n not in states[0]), None)
-        if extra is not None:
-            raise ValueError(f"models[{k}] has an entry {extra!r} that models[0] lacks: the models must share one "
-                           "architecture")
         for n in order:
             a, b = states[0][n], states[k][n]
             if isinstance(a, torch.Tensor) and (not isinstance(b, torch.Tensor) or a.shape != b.shape):
                 got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
-                raise ValueError(f"{n!r} has shape {tuple(a.shape)} in models[0] but {got} in models[{k}]")
+                raise ValueError(f"{n!r} has shape {tuple(a.shape)} in models[0] but {got} in models[{k}]: the "
+                                 "models must share one architecture; models with different heads (e.g. another "
+                                 "num_labels) merge by their shared part: pass state_dicts and Fishers without the "
+                                 "head's entries")
 
     floating = {n: v for n, v in states[0].items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
     fs = []
     for k, (m, f) in enumerate(zip(models, fishers)):
-        f = align_names(tensors_of(f, f"fishers[{k}]"), floating)
+        f = align_names(tensors_of(f, f"fishers[{k}]"), floating, f"fishers[{k}]",
+                        "models[0]'s floating-point state")
         check_fisher(f, floating, f"fishers[{k}]")
         if k and f.keys() != fs[0].keys():
             odd = next(n for n in list(fs[0]) + list(f) if (n in f) != (n in fs[0]))
@@ -109,11 +132,13 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
                            "parameters")
         if isinstance(m, nn.Module):
             for n, p in parameters_of(m).items():
-                if p.requires_grad and n not in f:
+                if p.requires_grad and renames[k][n] not in f:
                     raise ValueError(f"models[{k}]'s trainable parameter {n!r} has no entry in fishers[{k}]; pass "
                                    "the Fisher of that model")
         fs.append(f)
 
+    if normalize:
+        fs = [_unit_mean(f) for f in fs]
     total = sum(float(f[n].sum(dtype=torch.float64)) for f in fs for n in f)
     count = sum(f[n].numel() for f in fs for n in f)
     floor = eps * total / count if total > 0 else 1.0

@@ -24,14 +24,15 @@ def fisher_saliency(model: Any, fisher: Mapping) -> Dict[str, torch.Tensor]:
         model: an ``nn.Module`` (possibly DDP/DataParallel-wrapped; frozen parameters
             included) or a state_dict.
         fisher: a :class:`~ftdfast.FisherDiagonal` or a mapping name -> tensor of the
-            parameter's shape (``module.`` prefixes are stripped where needed). Never recomputed.
+            parameter's shape; its names may differ from the model's by one wrapper prefix
+            (``module.``, ``hf.``, ...). Never recomputed.
 
     Returns:
         A dict name -> saliency, one per Fisher entry, each of its parameter's shape, on the
         parameter's device, in the promoted dtype of the Fisher and the parameter.
     """
     params = tensors_of(model, "model")
-    fisher = align_names(tensors_of(fisher, "fisher"), params)
+    fisher = align_names(tensors_of(fisher, "fisher"), params, "fisher", "the model")
     check_fisher(fisher, params, "fisher")
     out = {}
     for name, f in fisher.items():
@@ -110,13 +111,11 @@ def apply_masks(model: nn.Module, masks: Mapping) -> nn.Module:
     """Zero the pruned entries (mask False) of the model's parameters in place; returns the model.
 
     A one-off: training afterwards revives pruned entries unless the masks are applied again
-    (e.g. after every optimizer step). ``masks``' names may carry ``module.`` prefixes.
+    (e.g. after every optimizer step). ``masks``' names may differ from the model's by one wrapper prefix.
     """
     params = parameters_of(model)
-    masks = align_names(tensors_of(masks, "masks"), params)
+    masks = align_names(tensors_of(masks, "masks"), params, "masks", "the model")
     for name, m in masks.items():
-        if name not in params:
-            raise ValueError(f"masks has an entry {name!r} but the model has no parameter of that name")
         if m.dtype != torch.bool or m.shape != params[name].shape:
             raise ValueError(f"masks[{name!r}] must be a bool tensor of shape {tuple(params[name].shape)}, got "
                              f"{m.dtype} {tuple(m.shape)}")

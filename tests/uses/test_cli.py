@@ -63,11 +63,11 @@ def test_merge_command_errors(npz, tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     rc = main(["merge", "--fisher", str(tmp_path / "nope.pt"), "--weights", str(tmp_path / "junk.pt"),
                "--out", str(tmp_path / "m.pt")])
-    assert rc == 2 and "junk.pt: not a readable state_dict file" in capsys.readouterr().err
+    assert rc == 2 and "junk.pt: not a readable torch.save state_dict file" in capsys.readouterr().err
     torch.save({"other.weight": torch.ones(1)}, tmp_path / "bad.pt")
     rc = main(["merge", "--fisher", str(tmp_path / "fa.pt"), str(tmp_path / "fa.pt"),
                "--weights", str(tmp_path / "wa.pt"), str(tmp_path / "bad.pt"), "--out", str(tmp_path / "m.pt")])
-    assert rc == 2 and "models[1] has no entry '0.weight'" in capsys.readouterr().err
+    assert rc == 2 and "models[1] has an entry 'other.weight' that models[0] lacks" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
 
 

@@ -36,7 +36,7 @@ def entrywise(thetas, fishers, w, floor):
 def test_parameters_are_fisher_weighted_and_buffers_averaged(k, weights):
     models = [net(s) for s in range(k)]
     fishers = [fisher_of(m, s) for s, m in enumerate(models)]
-    merged = fisher_merge(models, fishers, weights=weights, eps=0.3)
+    merged = fisher_merge(models, fishers, weights=weights, eps=0.3, normalize=False)
     w = [1 / k] * k if weights is None else [x / sum(weights) for x in weights]
     values = [float(v) for f in fishers for t in f.values() for v in t.reshape(-1)]
     floor = 0.3 * sum(values) / len(values)
@@ -132,7 +132,7 @@ def renamed():
     (lambda a, b, fa, fb: fisher_merge([a, b], [fa, {**fb, "0.weight": torch.ones(4)}]),
      r"fishers\[1\]\['0.weight'\] has shape \(4,\)"),
     (lambda a, b, fa, fb: fisher_merge([a, b], [fa, {**fb, "9.weight": torch.ones(4)}]),
-     r"fishers\[1\] has an entry '9.weight' but the model has no parameter"),
+     r"fishers\[1\] has an entry '9.weight' that models\[0\]'s floating-point state lacks"),
     (lambda a, b, fa, fb: fisher_merge([a.state_dict(), b.state_dict()],
                                        [fa, {k: v for k, v in fb.items() if k != "2.bias"}]),
      r"fishers\[0\] has an entry '2.bias' that the other lacks"),
@@ -153,3 +153,19 @@ def test_mismatches_name_the_first_offender(make, match):
     a, b = net(0), net(1)
     with pytest.raises((ValueError, TypeError), match=match):
         make(a, b, fisher_of(a, 0), fisher_of(b, 1))
+
+
+def test_normalize_scales_each_fisher_to_unit_mean_so_one_models_scale_does_not_matter():
+    a, b = net(0), net(1)
+    fa, fb = fisher_of(a, 0), fisher_of(b, 1)
+    mean = lambda f: sum(float(v.sum()) for v in f.values()) / sum(v.numel() for v in f.values())  # noqa: E731
+    by_hand = [{k: v / mean(f) for k, v in f.items()} for f in (fa, fb)]
+    want = fisher_merge([a, b], by_hand, eps=0.3, normalize=False)  # mean of the unit-mean Fishers is 1: floor 0.3
+    got = fisher_merge([a, b], [fa, {k: 1e6 * v for k, v in fb.items()}], eps=0.3, normalize=True)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-7)
+    lopsided = fisher_merge([a, b], [fa, {k: 1e6 * v for k, v in fb.items()}], eps=1e-8, normalize=False)  # b decides
+    torch.testing.assert_close(lopsided["0.weight"], b.state_dict()["0.weight"], rtol=1e-4, atol=1e-5)
+    zero = {k: torch.zeros_like(v) for k, v in fa.items()}  # an all-zero Fisher stays zero: model b decides
+    only_b = fisher_merge([a, b], [zero, fb], eps=1e-8, normalize=True)
+    torch.testing.assert_close(only_b["0.weight"], b.state_dict()["0.weight"], rtol=1e-6, atol=1e-7)
