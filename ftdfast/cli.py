@@ -9,16 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import re
 import sys
 import time
-import zipfile
 from typing import List, Optional
 
-import numpy as np
 import torch
 
 from . import _ext
@@ -26,9 +23,11 @@ from ._version import __version__
 from .distance.matrix import FISHER_DATA, HEADS
 from .distance.measures import DEFAULT_MEASURE, MEASURES
 from .distance.task import DEFAULT_FISHER
+from .data.formats import open_npz, read_npz_split
 from .fisher import FisherDiagonal, fisher_diagonal
 from .fisher.losses import FISHER_KINDS, LOSSES
 from .nas.fuse import WEIGHT_LOSSES
+from .models.user import load_user_model
 from .nas.search import BUDGET_PRESETS, INCUMBENT_POLICIES, SCHEDULES
 
 
@@ -68,99 +67,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _first_line(error: BaseException) -> str:
-    """``"Type: first line of the message"``, without torch's advice to retry with weights_only=False."""
-    first = (str(error).splitlines() or [""])[0]
-    if "weights" in first.lower():
-        first = "it holds objects other than tensors and plain data"
-    return f"{type(error).__name__}: {first}"
-
-
-def _load_state_dict(path: str, option: str) -> dict:
-    """A state_dict file (or a checkpoint dict holding one under ``"state_dict"``), or an error naming the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file ({option})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged or foreign file: whatever torch.load raises
-        raise ValueError(f"{path}: not a readable state_dict file ({_first_line(e)})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict (a dict of tensors)")
-    return state
-
-
-def _load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
-    if ":" not in spec:
-        raise ValueError(f"--model must be module:factory (e.g. mypkg.models:make_net), got {spec!r}")
-    mod_name, attr = spec.split(":", 1)
-    sys.path.insert(0, os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"--model {spec}: cannot import {attr!r} from {mod_name!r}: {e}") from None
-    model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"--model {spec} gave {type(model).__name__}, not an nn.Module")
-    if weights:
-        state = _load_state_dict(weights, "--weights")
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, KeyError) as e:
-            raise ValueError(f"{weights}: does not fit --model {spec}: {e}") from None
-    return model.eval()
-
-
-def _open_npz(path: str, option: str):
-    """``np.load(path)`` of an .npz archive (no pickles), or an error naming the file and the option."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file ({option})")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable .npz archive (given as {option}); write one with "
-                         "numpy.savez(path, x=..., y=...)") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single .npy array, not an .npz archive of named arrays ({option}); write it "
-                         "with numpy.savez")
-    return archive
-
-
-def load_npz(path: str, split: str):
-    """(X, y) from an .npz with x_<split>/y_<split> (or x/y) keys. uint8 images become floats in [0, 1],
-    channels first: (N, H, W) -> (N, 1, H, W), (N, H, W, C) -> (N, C, H, W)."""
-    with _open_npz(path, "--data") as z:
-        keys = (f"x_{split}", f"y_{split}") if f"x_{split}" in z else ("x", "y")
-        if keys[0] not in z or keys[1] not in z:
-            raise ValueError(f"{path}: expected arrays x_{split}/y_{split} (or x/y); found {sorted(z.files)}")
-        try:
-            x, y = z[keys[0]], z[keys[1]]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            why = "it holds Python objects, which are not loaded" if "pickle" in str(e) else _first_line(e)
-            raise ValueError(f"{path}: array {keys[0]} or {keys[1]} cannot be read ({why}); save numeric arrays "
-                             "with numpy.savez") from None
-    for key, a in zip(keys, (x, y)):
-        if a.dtype.kind not in "biuf":
-            raise ValueError(f"{path}: array {key} has dtype {a.dtype}; expected numbers (uint8 images, floats, "
-                             "integer labels)")
-        if a.ndim == 0:
-            raise ValueError(f"{path}: array {key} is a scalar; expected one entry per sample")
-    if len(x) != len(y):
-        raise ValueError(f"{path}: {len(x)} inputs but {len(y)} labels")
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    if x.dtype == np.uint8:
-        xt = xt.float() / 255.0
-        if xt.dim() == 3:
-            xt = xt.unsqueeze(1)
-        elif xt.dim() == 4 and xt.shape[-1] in (1, 3):
-            xt = xt.permute(0, 3, 1, 2).contiguous()
-    else:
-        xt = xt.float()
-    yt = torch.from_numpy(np.ascontiguousarray(y))
-    yt = yt.long() if not np.issubdtype(y.dtype, np.floating) else yt.float()
-    return xt, yt
-
-
 def _print_result(f: FisherDiagonal, seconds: float) -> None:
     print(f.format_table())
     print(f"N = {f.num_samples}, {f.meta['fisher']} Fisher, loss {f.meta['loss']}, backend {f.meta['backend']}, "
@@ -168,8 +74,8 @@ def _print_result(f: FisherDiagonal, seconds: float) -> None:
 
 
 def cmd_fisher(args) -> int:
-    model = _load_model(args.model, args.weights)
-    data = load_npz(args.data, args.split)
+    model = load_user_model(args.model, args.weights)
+    data = read_npz_split(args.data, args.split)
     t0 = time.perf_counter()
     f = fisher_diagonal(model, data, loss=args.loss, fisher=args.fisher, backend=args.backend,
                         batch_size=args.batch_size, max_samples=args.max_samples, device=args.device,
@@ -191,7 +97,7 @@ def cmd_fisher(args) -> int:
 def cmd_distance(args) -> int:
     from .experiment import run_distance_experiment
     if args.dataset.lower().endswith(".npz"):
-        _open_npz(args.dataset, "--dataset").close()  # a damaged or foreign file: said now, before any work
+        open_npz(args.dataset, "--dataset").close()  # a damaged or foreign file: said now, before any work
     archs = [a for a in args.arch.split(",") if a]
     run_distance_experiment(args.dataset, data_dir=args.data_dir, tasks=args.tasks, archs=archs, seeds=args.seeds,
                             epochs=args.epochs, epsilon=args.epsilon, validation=args.validation, out=args.out,
@@ -282,24 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version",
                    version=f"ftdfast {__version__} (native extension: {'yes' if _ext.HAS_NATIVE else 'no'})")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_demo_parser, _add_distance_parser, _add_dictionary_parser, _add_search_parser,
+                _add_fisher_parser, _add_check_parser, _add_merge_parser, _add_transfer_parser, _add_doctor_parser):
+        add(sub)
+    return p
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--backend", default="auto", choices=BACKENDS)
-    common.add_argument("--out", help="write the FisherDiagonal here (atomic)")
-    common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    d = sub.add_parser("demo", help="the paper's four tasks on scikit-learn's digits: task-distance tables, heatmaps "
-                       "and atlas, then a small task-aware search for task 2 (a few minutes on 2 cores)")
-    d.add_argument("--backend", default="auto", choices=BACKENDS)
-    d.add_argument("--out", default="ftdfast-demo", help="output folder (default: ftdfast-demo); reruns resume")
-    d.add_argument("--arch", default="small_cnn")
-    d.add_argument("--seeds", type=_count, default=3)
-    d.add_argument("--epochs", type=_count, default=8)
-    d.add_argument("--no-search", action="store_true", help="stop after the distances (no task-aware NAS)")
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
-    d.set_defaults(func=cmd_demo)
-
+def _search_parents() -> list:
+    """The options every search command shares: the budget (a preset and its fields) and the training set-up."""
     budget = argparse.ArgumentParser(add_help=False)
     g = budget.add_argument_group(
         "search budget (equal for every method)",
@@ -329,10 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--epochs", type=_count, default=2, help="training epochs (epsilon-networks, final training)")
     tn.add_argument("--device")
     tn.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return [budget, tn]
 
+
+def _add_demo_parser(sub) -> None:
+    d = sub.add_parser("demo", help="the paper's four tasks on scikit-learn's digits: task-distance tables, heatmaps "
+                       "and atlas, then a small task-aware search for task 2 (a few minutes on 2 cores)")
+    d.add_argument("--backend", default="auto", choices=BACKENDS)
+    d.add_argument("--out", default="ftdfast-demo", help="output folder (default: ftdfast-demo); reruns resume")
+    d.add_argument("--arch", default="small_cnn")
+    d.add_argument("--seeds", type=_count, default=3)
+    d.add_argument("--epochs", type=_count, default=8)
+    d.add_argument("--no-search", action="store_true", help="stop after the distances (no task-aware NAS)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+
+def _add_dictionary_parser(sub) -> None:
     dic = sub.add_parser("dictionary", help="TA-NAS baseline dictionaries")
     dsub = dic.add_subparsers(dest="action", required=True)
-    db = dsub.add_parser("build", parents=[budget, tn], help="FUSE search in the general space for each baseline "
+    db = dsub.add_parser("build", parents=_search_parents(), help="FUSE search in the general space for each baseline "
                          "task (resumable)")
     db.add_argument("--dataset", default="digits")
     db.add_argument("--tasks", default="0,1,3", help="the baselines: paper task indices (default 0,1,3)")
@@ -349,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: --epochs)")
     db.set_defaults(func=cmd_dictionary)
 
-    se = sub.add_parser("search", parents=[budget, tn], help="task-aware search for a target task, compared with "
+
+def _add_search_parser(sub) -> None:
+    se = sub.add_parser("search", parents=_search_parents(), help="task-aware search for a target task, compared with "
                         "FUSE and random search in the general space and hand-designed networks")
     se.add_argument("--dictionary", required=True, help="a file written by `ftdfast dictionary build`")
     se.add_argument("--target", required=True, help="DATASET:TASK_INDEX, e.g. mnist:2")
@@ -362,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "found cell and hand-designed network (e.g. 0,1,2)")
     se.set_defaults(func=cmd_search)
 
+
+def _add_distance_parser(sub) -> None:
     t = sub.add_parser("distance", help="the task-distance matrices of a dataset's tasks (resumable)")
     t.add_argument("--dataset", default="digits",
                    help="digits (built in), mnist, fashion-mnist, cifar10, cifar100, or a path (.npz, IDX folder, "
@@ -400,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_distance)
 
+
+def _add_fisher_parser(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", default="auto", choices=BACKENDS)
+    common.add_argument("--out", help="write the FisherDiagonal here (atomic)")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
     f = sub.add_parser("fisher", parents=[common], help="the diagonal Fisher of a model on an .npz data file")
     f.add_argument("--model", required=True, help="module:factory returning an nn.Module (module on PYTHONPATH)")
     f.add_argument("--weights", help="a state_dict file to load into the model")
@@ -414,11 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--saliency", action="store_true", help="also print each parameter's Fisher saliency "
                    "F * theta^2 / 2 (the pruning score of ftdfast.uses)")
     f.set_defaults(func=cmd_fisher)
-    _add_doctor_parser(sub)
-    _add_check_parser(sub)
-    _add_merge_parser(sub)
-    _add_transfer_parser(sub)
-    return p
 
 
 def _add_doctor_parser(sub) -> None:
@@ -450,8 +368,8 @@ def _add_check_parser(sub) -> None:
 
 def cmd_check(args) -> int:
     from .check import check
-    model = _load_model(args.model, args.weights)
-    result = check(model, load_npz(args.data, args.split), loss=args.loss, samples=args.samples,
+    model = load_user_model(args.model, args.weights)
+    result = check(model, read_npz_split(args.data, args.split), loss=args.loss, samples=args.samples,
                    backend=args.backend, tolerance=args.tolerance, show=True)
     return 0 if result.exact else 1
 
@@ -587,9 +505,9 @@ def _transfer_sources(args) -> dict:
 def _transfer_target(args):
     from .experiment import _paper_task_data, parse_target
     if args.target.lower().endswith(".npz"):
-        x_tr, y_tr = load_npz(args.target, "train")
-        x_te, y_te = load_npz(args.target, "test")
-        with _open_npz(args.target, "--target") as z:
+        x_tr, y_tr = read_npz_split(args.target, "train", "--target")
+        x_te, y_te = read_npz_split(args.target, "test", "--target")
+        with open_npz(args.target, "--target") as z:
             if "x_train" not in z or "x_test" not in z:
                 raise ValueError(f"{args.target}: a target .npz needs x_train, y_train, x_test, y_test; found "
                                  f"{sorted(z.files)}")

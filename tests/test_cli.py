@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import ftdfast
-from ftdfast.cli import load_npz, main
+from ftdfast.cli import main
+from ftdfast.data.formats import read_npz_split
 
 
 @pytest.fixture
@@ -25,16 +26,16 @@ def test_fisher_command_writes_the_file_and_prints_the_table(npz, tmp_path, caps
     assert "total" in text and "N = 7" in text
     f = ftdfast.FisherDiagonal.load(out)
     from tests.cli_models import tiny_cnn
-    x, y = load_npz(str(npz), "test")
+    x, y = read_npz_split(str(npz), "test")
     want = ftdfast.fisher_diagonal(tiny_cnn().eval(), (x, y), backend="loop", progress=False)
     for k in want:
         torch.testing.assert_close(f[k], want[k], rtol=1e-5, atol=1e-9)
 
 
-def test_load_npz_layouts(tmp_path):
+def test_read_npz_split_layouts(tmp_path):
     path = tmp_path / "c.npz"
     np.savez(path, x=np.zeros((3, 4, 4, 3), dtype=np.uint8) + 255, y=np.array([0, 1, 2]))
-    x, y = load_npz(str(path), "test")
+    x, y = read_npz_split(str(path), "test")
     assert x.shape == (3, 3, 4, 4) and float(x.max()) == 1.0 and y.dtype == torch.long
 
 

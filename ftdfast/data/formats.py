@@ -1,15 +1,18 @@
 """Readers for the on-disk formats: ``.npz`` archives, MNIST-style IDX files, image folders.
 
-Each returns NumPy arrays; :mod:`ftdfast.data.loaders` turns them into ``LabeledData``.
+Each returns NumPy arrays; :mod:`ftdfast.data.loaders` turns them into ``LabeledData``. :func:`read_npz_split`
+reads one split of an ``.npz`` as ``(X, y)`` tensors (the CLI's ``--data``).
 """
 from __future__ import annotations
 
 import gzip
 import math
 import os
+import zipfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -150,3 +153,64 @@ def image_folder_layout(root: str) -> str:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such image folder")
     return "split" if all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test")) else "single"
+
+
+def first_line(error: BaseException) -> str:
+    """``"Type: first line of the message"``, without torch's advice to retry with weights_only=False."""
+    first = (str(error).splitlines() or [""])[0]
+    if "weights" in first.lower():
+        first = "it holds objects other than tensors and plain data"
+    return f"{type(error).__name__}: {first}"
+
+
+def open_npz(path: str, option: str):
+    """``np.load(path)`` of an .npz archive (no pickles), or an error naming the file and ``option`` (the
+    argument it came from)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file ({option})")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz archive (given as {option}); write one with "
+                         "numpy.savez(path, x=..., y=...)") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive of named arrays ({option}); write it "
+                         "with numpy.savez")
+    return archive
+
+
+def read_npz_split(path: str, split: str, option: str = "--data"):
+    """``(X, y)`` tensors from an .npz with ``x_<split>``/``y_<split>`` (or ``x``/``y``) arrays, for the CLI's
+    ``--data``. uint8 images become floats in [0, 1], channels first: (n, h, w) -> (n, 1, h, w),
+    (n, h, w, c) -> (n, c, h, w); integer labels int64, float targets float32. ``option`` names the argument in
+    errors."""
+    with open_npz(path, option) as z:
+        keys = (f"x_{split}", f"y_{split}") if f"x_{split}" in z else ("x", "y")
+        if keys[0] not in z or keys[1] not in z:
+            raise ValueError(f"{path}: expected arrays x_{split}/y_{split} (or x/y); found {sorted(z.files)}")
+        try:
+            x, y = z[keys[0]], z[keys[1]]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            why = "it holds Python objects, which are not loaded" if "pickle" in str(e) else first_line(e)
+            raise ValueError(f"{path}: array {keys[0]} or {keys[1]} cannot be read ({why}); save numeric arrays "
+                             "with numpy.savez") from None
+    for key, a in zip(keys, (x, y)):
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: array {key} has dtype {a.dtype}; expected numbers (uint8 images, floats, "
+                             "integer labels)")
+        if a.ndim == 0:
+            raise ValueError(f"{path}: array {key} is a scalar; expected one entry per sample")
+    if len(x) != len(y):
+        raise ValueError(f"{path}: {len(x)} inputs but {len(y)} labels")
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    if x.dtype == np.uint8:
+        xt = xt.float() / 255.0
+        if xt.dim() == 3:
+            xt = xt.unsqueeze(1)
+        elif xt.dim() == 4 and xt.shape[-1] in (1, 3):
+            xt = xt.permute(0, 3, 1, 2).contiguous()
+    else:
+        xt = xt.float()
+    yt = torch.from_numpy(np.ascontiguousarray(y))
+    yt = yt.long() if not np.issubdtype(y.dtype, np.floating) else yt.float()
+    return xt, yt

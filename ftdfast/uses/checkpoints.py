@@ -22,7 +22,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+
 from ..atomic import _umask, atomic_torch_save, atomic_write_bytes
+from ..data.formats import first_line
 
 SAFETENSORS_WEIGHTS = "model.safetensors"
 # The weight files of a save_pretrained folder, in the order transformers prefers them.
@@ -41,10 +43,7 @@ def _read_torch(path: str) -> Dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged or foreign file: whatever torch.load raises
-        first = (str(e).splitlines() or [""])[0]
-        if "weights" in first.lower():
-            first = "it holds objects other than tensors and plain data"
-        raise ValueError(f"{path}: not a readable torch.save state_dict file ({type(e).__name__}: {first})") from None
+        raise ValueError(f"{path}: not a readable torch.save state_dict file ({first_line(e)})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict (a dict of tensors)")

@@ -36,9 +36,9 @@ def files(tmp_path):
 CASES = [
     # (id, arguments, fragment of the error line)
     ("weights-corrupt", FISHER + ["--data", "{d}/good.npz", "--weights", "{d}/corrupt.pt"],
-     "{d}/corrupt.pt: not a readable state_dict file"),
+     "{d}/corrupt.pt: not a readable torch.save state_dict file"),
     ("weights-text", FISHER + ["--data", "{d}/good.npz", "--weights", "{d}/text.pt"],
-     "{d}/text.pt: not a readable state_dict file"),
+     "{d}/text.pt: not a readable torch.save state_dict file"),
     ("weights-other-model", FISHER + ["--data", "{d}/good.npz", "--weights", "{d}/other.pt"],
      "{d}/other.pt: does not fit --model"),
     ("weights-not-a-dict", FISHER + ["--data", "{d}/good.npz", "--weights", "{d}/list.pt"],

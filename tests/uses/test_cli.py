@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import ftdfast
-from ftdfast.cli import load_npz, main
+from ftdfast.cli import main
+from ftdfast.data.formats import read_npz_split
 from ftdfast.uses import fisher_merge, fisher_saliency
 from tests.cli_models import tiny_cnn
 
@@ -31,7 +32,7 @@ def two_models(tmp_path):
 
 def test_merge_command_matches_the_library(npz, tmp_path, capsys):
     a, b = two_models(tmp_path)
-    x, y = load_npz(str(npz), "test")
+    x, y = read_npz_split(str(npz), "test")
     fa = ftdfast.fisher_diagonal(a.eval(), (x, y), progress=False)
     fb = ftdfast.fisher_diagonal(b.eval(), (x[:4], y[:4]), progress=False)
     fa.save(tmp_path / "fa.pt")
@@ -52,7 +53,7 @@ def test_merge_command_matches_the_library(npz, tmp_path, capsys):
 
 def test_merge_command_errors(npz, tmp_path, capsys):
     a, _ = two_models(tmp_path)
-    x, y = load_npz(str(npz), "test")
+    x, y = read_npz_split(str(npz), "test")
     ftdfast.fisher_diagonal(a.eval(), (x, y), progress=False).save(tmp_path / "fa.pt")
     rc = main(["merge", "--fisher", str(tmp_path / "fa.pt"), "--weights", str(tmp_path / "wa.pt"),
                str(tmp_path / "wb.pt"), "--out", str(tmp_path / "m.pt")])
@@ -76,7 +77,7 @@ def test_fisher_saliency_table(npz, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     table = text.split("saliency F * theta^2 / 2 per parameter:\n")[1].splitlines()
-    x, y = load_npz(str(npz), "test")
+    x, y = read_npz_split(str(npz), "test")
     model = tiny_cnn().eval()
     want = fisher_saliency(model, ftdfast.fisher_diagonal(model, (x, y), progress=False))
     rows = {line.split()[0]: line.split() for line in table[1:]}
