@@ -22,7 +22,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-
 from ..atomic import _umask, atomic_torch_save, atomic_write_bytes
 from ..data.formats import first_line
 
