@@ -139,6 +139,44 @@ def test_deterministic_forwards_pass_the_check(model):
     assert f.num_samples == 20 and f.trace() > 0
 
 
+class CountingForwards(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.calls = nn.Linear(5, 3), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x)
+
+
+def test_the_determinism_check_runs_once_per_model_and_signature():
+    """Its two extra forwards are paid once per (model, modes, input shapes), not on every call (issue 26)."""
+    from ftdfast.fisher.checks import check_deterministic
+    from ftdfast.fisher.data import Batch
+    model, (x, y) = CountingForwards().eval(), data()
+    check_deterministic(model, Batch(0, x, y, len(y)))
+    assert model.calls == 2
+    check_deterministic(model, Batch(1, x, y, len(y)))
+    assert model.calls == 2                                    # decided
+    check_deterministic(model, Batch(0, x[:, None], y, len(y)))
+    assert model.calls == 4                                    # other input shapes: checked again
+    model.train()
+    check_deterministic(model, Batch(0, x, y, len(y)))
+    assert model.calls == 6                                    # another mode: checked again
+    fresh = CountingForwards().eval()
+    run(fresh, (x, y), batch_size=20)
+    once = fresh.calls
+    run(fresh, (x, y), batch_size=20)
+    assert fresh.calls - once < once - 1                       # the second call skips the check's two forwards
+
+
+def test_a_random_forward_is_refused_on_every_call():
+    model = FunctionalDropout()
+    for _ in range(2):
+        with pytest.raises(ValueError, match="two identical forwards"):
+            run(model, data())
+
+
 def test_the_determinism_check_leaves_the_random_stream_alone():
     model, d = mlp(), data()
     torch.manual_seed(123)
