@@ -38,7 +38,7 @@ $(VENV)/.zoo: $(VENV)/.deps
 
 $(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(NATIVE_SOURCES)
 	$(PIP) install -q --no-build-isolation -e .
-	$(PY) -c "import ftdfast._ext as e; assert e.HAS_NATIVE, e.LOAD_ERROR; print('ftdfast native extension: ok, CUDA kernels:', e.HAS_CUDA)"
+	$(PY) -c "import ftdfast.native._ext as e; assert e.HAS_NATIVE, e.LOAD_ERROR; print('ftdfast native extension: ok, CUDA kernels:', e.HAS_CUDA)"
 	touch $@
 
 install: $(VENV)/.built

@@ -9,8 +9,8 @@
 # default 470 s); a failing step is marked FAIL and the others still run:
 #   env           GPU, driver, python, torch, nvcc
 #   build         python setup.py build_ext --inplace (FTDFAST_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
-#   has_cuda      ftdfast._ext.HAS_CUDA must be True
-#   first_use     ftdfast doctor (saved as doctor.txt), then each ftdfast.ops function once per dtype on the GPU:
+#   has_cuda      ftdfast.native._ext.HAS_CUDA must be True
+#   first_use     ftdfast doctor (saved as doctor.txt), then each ftdfast.native.ops function once per dtype on the GPU:
 #                 the first-use self-check must pass on CUDA and leave the native kernels in use
 #   ops_check     every CUDA op vs its *_ref on random shapes (max rel error per op) + layer timings
 #   bandwidth     fisher_distance on ResNet-18-sized lists (11M entries) vs a device copy
@@ -118,7 +118,7 @@ if [ "${STATUS[build]}" = PASS ]; then
 fi
 
 run_step has_cuda 60 "$PY -c '
-import ftdfast._ext as e
+import ftdfast.native._ext as e
 print(\"HAS_NATIVE\", e.HAS_NATIVE, \"HAS_CUDA\", e.HAS_CUDA, \"LOAD_ERROR\", e.LOAD_ERROR)
 for op in (\"sq_grad_sum_linear\", \"sq_grad_sum_conv\", \"fisher_distance\", \"fisher_distance_matrix\"):
     print(op, \"CUDA kernel:\", e.has_kernel(\"ftdfast::\" + op, \"cuda\"))

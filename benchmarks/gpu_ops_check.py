@@ -5,11 +5,11 @@ Run from the repository root (part of benchmarks/gpu_check.sh)::
     python -m benchmarks.gpu_ops_check                 # accuracy of every op + timings of a few layers
     python -m benchmarks.gpu_ops_check --bandwidth     # fisher_distance on ResNet-18-sized lists vs a copy
     python -m benchmarks.gpu_ops_check --smoke         # each kernel once on small inputs (for compute-sanitizer)
-    python -m benchmarks.gpu_ops_check --first-use     # each ftdfast.ops function once: its self-check must pass
+    python -m benchmarks.gpu_ops_check --first-use     # each ftdfast.native.ops function once: its self-check must pass
 
 Accuracy: every CUDA op on seeded random shapes (odd sizes, t = 1, n = 0, groups,
 stride, padding, dilation, Conv1d/2d/3d, multi-tile and sample-split outputs) in
-float64 and float32 against its ``ftdfast.reference`` function on float64 CPU copies;
+float64 and float32 against its ``ftdfast.native.reference`` function on float64 CPU copies;
 per op and dtype the worst ``max |x - ref| / max |ref|`` (absolute error for the
 distances, which lie in [0, 1]) is printed and checked against a tolerance.
 Timings: the native op and the reference, both on the GPU, on a few real layer shapes.
@@ -19,8 +19,8 @@ like ResNet-18's parameters (~11M entries each) against a device-to-device copy 
 many bytes as the op reads (both lists, read + write), so
 ``fraction = copy time / fisher_distance time`` is the achieved bandwidth as a share of
 copy bandwidth. Without a GPU (or without the CUDA kernels) it says so and exits 0.
-First use: each ``ftdfast.ops`` function once per dtype on the GPU, as a user's first
-call: the first-use self-check (``ftdfast.selfcheck``) must pass and leave the native
+First use: each ``ftdfast.native.ops`` function once per dtype on the GPU, as a user's first
+call: the first-use self-check (``ftdfast.native.selfcheck``) must pass and leave the native
 kernel in use, with no fallback warning.
 
 Results also go to ``--out`` (JSON). The last line is ``SUMMARY: ...``.
@@ -40,8 +40,8 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from ftdfast import _ext, ops, selfcheck
-from ftdfast.reference import (
+from ftdfast.native import _ext, ops, selfcheck
+from ftdfast.native.reference import (
     fisher_distance_matrix_ref,
     fisher_distance_ref,
     sq_grad_sum_conv_ref,
@@ -264,7 +264,7 @@ def smoke() -> Dict[str, dict]:
 
 # ------------------------------------------------------------------ first use
 def first_use() -> Dict[str, dict]:
-    """Each ftdfast.ops function once per dtype on DEVICE in a fresh process state; the self-check's verdicts."""
+    """Each ftdfast.native.ops function once per dtype on DEVICE in a fresh process state; the self-check's verdicts."""
     gen = torch.Generator().manual_seed(2)
     selfcheck.reset()
     with warnings.catch_warnings(record=True) as caught:
@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     p.add_argument("--bandwidth", action="store_true", help="time fisher_distance against a device copy instead")
     p.add_argument("--smoke", action="store_true", help="each kernel once on small inputs (for compute-sanitizer)")
     p.add_argument("--first-use", action="store_true",
-                   help="each ftdfast.ops function once per dtype: the first-use self-check must pass")
+                   help="each ftdfast.native.ops function once per dtype: the first-use self-check must pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--no-timings", action="store_true", help="accuracy only")

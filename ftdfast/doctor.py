@@ -9,7 +9,7 @@ from typing import List
 
 import torch
 
-from . import _ext, selfcheck
+from .native import _ext, selfcheck
 from ._version import __version__
 
 # Environment variables shown besides FTDFAST_*: they change which devices and how many threads run.
@@ -79,7 +79,7 @@ def _devices_to_check() -> List[torch.device]:
 
 
 def _checks() -> List[str]:
-    lines = ["self-check (each native op vs its ftdfast.reference on small random problems)"]
+    lines = ["self-check (each native op vs its ftdfast.native.reference on small random problems)"]
     if not _ext.HAS_NATIVE:
         return lines + ["  nothing to check: the native extension is not loaded"]
     cuda_off = selfcheck.env_off(selfcheck.CUDA_NATIVE_ENV)
@@ -95,7 +95,7 @@ def _checks() -> List[str]:
                     r = selfcheck.check(op, device, dtype)
                     lines.append(f"  {where} {r.status:<5} {r.describe()}, {r.ms:.1f} ms")
     if selfcheck.env_off(selfcheck.SELFCHECK_ENV):
-        lines.append(f"  ({selfcheck.SELFCHECK_ENV}=0: ftdfast.ops use the native kernels without this check)")
+        lines.append(f"  ({selfcheck.SELFCHECK_ENV}=0: ftdfast.native.ops use the native kernels without this check)")
     return lines
 
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import ftdfast
-from ftdfast import _ext, doctor, selfcheck
+from ftdfast import doctor
+from ftdfast.native import _ext, selfcheck
 from ftdfast.cli import main
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")

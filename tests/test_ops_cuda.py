@@ -1,8 +1,8 @@
 """The CUDA kernels of the four native ops against their pure-PyTorch references.
 
 Every test needs a GPU and the extension built with CUDA kernels
-(``ftdfast._ext.HAS_CUDA``); without them the module is collected and skipped.
-Each CUDA result is compared with the matching ``ftdfast.reference`` function
+(``ftdfast.native._ext.HAS_CUDA``); without them the module is collected and skipped.
+Each CUDA result is compared with the matching ``ftdfast.native.reference`` function
 on float64 CPU copies of the same inputs: float64 near-exactly, float32 with
 rtol 1e-4 (the sq_grad_sum ops, float32 arithmetic) or 1e-6 (the distances,
 accumulated in float64).
@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftdfast import _ext, ops
-from ftdfast.reference import (
+from ftdfast.native import _ext, ops
+from ftdfast.native.reference import (
     fisher_distance_matrix_ref,
     fisher_distance_ref,
     sq_grad_sum_conv_ref,

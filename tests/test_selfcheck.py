@@ -1,6 +1,6 @@
-"""ftdfast.selfcheck: the first-use check of the native ops and the fallback to the reference.
+"""ftdfast.native.selfcheck: the first-use check of the native ops and the fallback to the reference.
 
-Faults are injected by replacing the op the ``ftdfast.ops`` wrapper calls (``torch.ops.ftdfast.<name>``)
+Faults are injected by replacing the op the ``ftdfast.native.ops`` wrapper calls (``torch.ops.ftdfast.<name>``)
 with one that corrupts the real kernel's result or raises; the wrapper must then warn once and return
 exactly what the reference returns. Everything runs on the CPU kernels (the same mechanism as CUDA).
 """
@@ -12,8 +12,8 @@ import warnings
 import pytest
 import torch
 
-from ftdfast import _ext, ops, selfcheck
-from ftdfast.reference import (
+from ftdfast.native import _ext, ops, selfcheck
+from ftdfast.native.reference import (
     fisher_distance_matrix_ref,
     fisher_distance_ref,
     sq_grad_sum_conv_ref,
@@ -232,7 +232,7 @@ def test_threads_deciding_at_once_check_once(monkeypatch):
 
 
 def test_a_check_that_calls_the_ops_does_not_recurse(monkeypatch):
-    """A reference that itself goes through ftdfast.ops gets the reference inside the check, not a second check."""
+    """A reference that itself goes through ftdfast.native.ops gets the reference inside the check, not a second check."""
     problems, _ = selfcheck._PROBLEMS["ftdfast::sq_grad_sum_linear"]
     inner = []
 

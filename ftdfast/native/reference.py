@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .workspace import chunk_size, workspace_elements
+from ..workspace import chunk_size, workspace_elements
 
 
 def _check_sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> None:

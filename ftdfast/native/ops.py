@@ -2,8 +2,8 @@
 
 Each function calls ``torch.ops.ftdfast.<name>`` when the extension is built,
 has a kernel for the inputs' device and dtype, and that kernel passed its
-first-use self-check (:mod:`ftdfast.selfcheck`), and the matching
-``ftdfast.reference`` function otherwise. Index letters: n sample,
+first-use self-check (:mod:`ftdfast.native.selfcheck`), and the matching
+``ftdfast.native.reference`` function otherwise. Index letters: n sample,
 t position, i in (features), o out (features).
 """
 
@@ -13,8 +13,8 @@ from typing import Sequence
 
 import torch
 
-from ftdfast import _ext, selfcheck
-from ftdfast.reference import (
+from ftdfast.native import _ext, selfcheck
+from ftdfast.native.reference import (
     _check_fisher_distance,
     _check_fisher_distance_matrix,
     _check_sq_grad_sum_conv,
@@ -30,7 +30,7 @@ _NATIVE_DTYPES = (torch.float32, torch.float64)
 def _use_native(op: str, tensors: Sequence[torch.Tensor]) -> bool:
     """Whether the native ``op`` takes these inputs: built, one float32/float64 dtype and one device for all,
     no gradient needed (the native ops have no autograd formula), a kernel for that device which passed its
-    first-use self-check for this device and dtype (:func:`ftdfast.selfcheck.native_ok`)."""
+    first-use self-check for this device and dtype (:func:`ftdfast.native.selfcheck.native_ok`)."""
     if not (_ext.HAS_NATIVE and tensors):
         return False
     first = tensors[0]
@@ -50,7 +50,7 @@ def sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     samples, without materialising an (n, o, i) tensor. The native kernel
     handles float32/float64 without autograd; other float dtypes, devices
     without a kernel, and inputs that need gradients use
-    :func:`ftdfast.reference.sq_grad_sum_linear_ref` (differentiable).
+    :func:`ftdfast.native.reference.sq_grad_sum_linear_ref` (differentiable).
     """
     if _use_native("ftdfast::sq_grad_sum_linear", [a, g]):
         return torch.ops.ftdfast.sq_grad_sum_linear(a, g)
@@ -68,7 +68,7 @@ def sq_grad_sum_conv(input: torch.Tensor, grad_output: torch.Tensor, weight_shap
     ``weight_shape`` is (C_out, C_in / groups, *kernel). The native kernel
     handles float32/float64 without autograd; other float dtypes, devices
     without a kernel, and inputs that need gradients use
-    :func:`ftdfast.reference.sq_grad_sum_conv_ref` (differentiable).
+    :func:`ftdfast.native.reference.sq_grad_sum_conv_ref` (differentiable).
     """
     args = ([int(s) for s in weight_shape], [int(s) for s in stride], [int(s) for s in padding],
             [int(s) for s in dilation], int(groups))
@@ -90,7 +90,7 @@ def fisher_distance(f_a: Sequence[torch.Tensor], f_b: Sequence[torch.Tensor]) ->
     supports. The native kernel handles float32/float64 (accumulating in
     float64, no concatenated copy) without autograd; other float dtypes,
     devices without a kernel, empty lists and inputs that need gradients use
-    :func:`ftdfast.reference.fisher_distance_ref`.
+    :func:`ftdfast.native.reference.fisher_distance_ref`.
     """
     f_a, f_b = list(f_a), list(f_b)
     tensors = f_a + f_b
@@ -110,7 +110,7 @@ def fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tens
     sqrt(1e-16) = 1e-8 absolute, in float64 internally); use
     :func:`fisher_distance` for a single accurate small distance. The native
     kernel handles float32/float64 without autograd; other cases use
-    :func:`ftdfast.reference.fisher_distance_matrix_ref`.
+    :func:`ftdfast.native.reference.fisher_distance_matrix_ref`.
     """
     if _use_native("ftdfast::fisher_distance_matrix", [rows, cols]):
         return torch.ops.ftdfast.fisher_distance_matrix(rows, cols)

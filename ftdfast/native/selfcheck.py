@@ -1,9 +1,9 @@
-"""First-use self-check of the native ops, and the fallback to ``ftdfast.reference`` when one fails.
+"""First-use self-check of the native ops, and the fallback to ``ftdfast.native.reference`` when one fails.
 
-The first time in a process that :mod:`ftdfast.ops` would run a native op
+The first time in a process that :mod:`ftdfast.native.ops` would run a native op
 (``torch.ops.ftdfast.<name>``) for a given (op, device, dtype), the op is run on
 a small seeded random problem on that device and compared with its
-``ftdfast.reference`` function on float64 CPU copies of the same inputs
+``ftdfast.native.reference`` function on float64 CPU copies of the same inputs
 (:func:`check`, a few milliseconds). If the kernel raises or its error exceeds
 the op's tolerance (:data:`TOLERANCE`), ftdfast warns once
 (:class:`NativeOpFallbackWarning`, naming the op, device, dtype and the error)
@@ -222,7 +222,7 @@ _IN_CHECK = threading.local()
 
 
 def native_ok(op: str, like: torch.Tensor, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether :mod:`ftdfast.ops` may run the native ``op`` on inputs like ``like`` (its ``device`` and
+    """Whether :mod:`ftdfast.native.ops` may run the native ``op`` on inputs like ``like`` (its ``device`` and
     ``dtype``, which the caller has at hand): the extension has a kernel for the device, and it passed
     the self-check (or the environment says to skip it).
 
@@ -271,7 +271,7 @@ def _first_use(op: str, like: torch.Tensor, device: torch.device, dtype: torch.d
             f"(slower, same results) for this op, device and dtype for the rest of the process. Please report "
             f"this with the output of `ftdfast doctor`; {SELFCHECK_ENV}=0 skips the check, "
             f"{CUDA_NATIVE_ENV}=0 turns the CUDA kernels off.",
-            NativeOpFallbackWarning, stacklevel=5)  # the caller of the ftdfast.ops function
+            NativeOpFallbackWarning, stacklevel=5)  # the caller of the ftdfast.native.ops function
     return result.use_native
 
 
