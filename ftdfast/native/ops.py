@@ -15,9 +15,7 @@ import torch
 
 from ftdfast.native import _ext, selfcheck
 from ftdfast.native.reference import (
-    _check_fisher_distance,
-    _check_fisher_distance_matrix,
-    _check_sq_grad_sum_conv,
+    SPECS,
     fisher_distance_matrix_ref,
     fisher_distance_ref,
     sq_grad_sum_conv_ref,
@@ -118,33 +116,5 @@ def fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tens
 
 
 if _ext.HAS_NATIVE:
-
-    @torch.library.register_fake("ftdfast::sq_grad_sum_linear")
-    def _sq_grad_sum_linear_fake(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        torch._check(a.dim() == 3, lambda: f"ftdfast: a (n, t, i) must be 3-D, got {a.dim()}-D")
-        torch._check(g.dim() == 3, lambda: f"ftdfast: g (n, t, o) must be 3-D, got {g.dim()}-D")
-        torch._check(a.shape[0] == g.shape[0], lambda: "ftdfast: a and g must agree on dim 0 = n (samples)")
-        torch._check(a.shape[1] == g.shape[1], lambda: "ftdfast: a and g must agree on dim 1 = t (positions)")
-        torch._check(a.dtype == g.dtype, lambda: "ftdfast: a and g must have the same dtype")
-        return a.new_empty((g.shape[2], a.shape[2]))
-
-    @torch.library.register_fake("ftdfast::sq_grad_sum_conv")
-    def _sq_grad_sum_conv_fake(input, grad_output, weight_shape, stride, padding, dilation, groups):
-        _check_sq_grad_sum_conv(input, grad_output, weight_shape, stride, padding, dilation, groups)
-        torch._check(input.dtype in _NATIVE_DTYPES,
-                     lambda: f"ftdfast: input must have dtype float32 or float64, got {input.dtype}")
-        return input.new_empty(list(weight_shape))
-
-    @torch.library.register_fake("ftdfast::fisher_distance")
-    def _fisher_distance_fake(f_a, f_b):
-        _check_fisher_distance(f_a, f_b)
-        torch._check(f_a[0].dtype in _NATIVE_DTYPES,
-                     lambda: f"ftdfast: f_a[0] must have dtype float32 or float64, got {f_a[0].dtype}")
-        return f_a[0].new_empty(())
-
-    @torch.library.register_fake("ftdfast::fisher_distance_matrix")
-    def _fisher_distance_matrix_fake(rows, cols):
-        _check_fisher_distance_matrix(rows, cols)
-        torch._check(rows.dtype in _NATIVE_DTYPES,
-                     lambda: f"ftdfast: rows must have dtype float32 or float64, got {rows.dtype}")
-        return rows.new_empty((rows.shape[0], cols.shape[0]))
+    for _spec in SPECS.values():  # the fake kernels: shapes for torch.compile, meta tensors and opcheck
+        torch.library.register_fake(_spec.qualname)(_spec.fake)
