@@ -84,7 +84,7 @@ FisherDistanceParams make_fisher_distance_params(at::TensorList f_a, at::TensorL
 }
 
 FisherDistanceMatrixParams make_fisher_distance_matrix_params(const at::Tensor& rows,
-                                                                     const at::Tensor& cols) {
+                                                              const at::Tensor& cols) {
   FTDFAST_CHECK_DIM(rows, "rows (R, P)", 2);
   FTDFAST_CHECK_DIM(cols, "cols (C, P)", 2);
   FTDFAST_CHECK_SIZE_MATCH(rows, "rows", cols, "cols", 1, "P (parameters)");

@@ -22,7 +22,8 @@ struct FisherDistanceParams {
 // pairwise, one float dtype and one device for all) and returns the sizes.
 // Value checks (non-negative, non-zero trace) and device-type checks are left
 // to each kernel.
-FisherDistanceParams make_fisher_distance_params(c10::ArrayRef<at::Tensor> f_a, c10::ArrayRef<at::Tensor> f_b);
+FisherDistanceParams make_fisher_distance_params(c10::ArrayRef<at::Tensor> f_a,
+                                                 c10::ArrayRef<at::Tensor> f_b);
 
 // fisher_distance_matrix: rows (R, P), cols (C, P) -> D (R, C).
 struct FisherDistanceMatrixParams {
@@ -35,7 +36,7 @@ struct FisherDistanceMatrixParams {
 // device) and returns the sizes. Value and device-type checks are left to
 // each kernel.
 FisherDistanceMatrixParams make_fisher_distance_matrix_params(const at::Tensor& rows,
-                                                                     const at::Tensor& cols);
+                                                              const at::Tensor& cols);
 
 }  // namespace ftdfast
 

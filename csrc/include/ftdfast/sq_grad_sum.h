@@ -27,8 +27,7 @@ struct SqGradSumLinearParams {
 
 // Validates a and g for sq_grad_sum_linear (shape, dtype, same device) and
 // returns the sizes. Device-type checks are left to each kernel.
-SqGradSumLinearParams make_sq_grad_sum_linear_params(
-    const at::Tensor& a, const at::Tensor& g);
+SqGradSumLinearParams make_sq_grad_sum_linear_params(const at::Tensor& a, const at::Tensor& g);
 
 // sq_grad_sum_conv: input (n, C_in, *spatial), grad_output (n, C_out,
 // *spatial_out), weight (C_out, C_in / groups, *kernel) -> S (weight shape).
@@ -57,7 +56,8 @@ struct SqGradSumConvParams {
 // the sizes. Device-type checks are left to each kernel.
 SqGradSumConvParams make_sq_grad_sum_conv_params(
     const at::Tensor& input, const at::Tensor& grad_output, c10::ArrayRef<int64_t> weight_shape,
-    c10::ArrayRef<int64_t> stride, c10::ArrayRef<int64_t> padding, c10::ArrayRef<int64_t> dilation, int64_t groups);
+    c10::ArrayRef<int64_t> stride, c10::ArrayRef<int64_t> padding, c10::ArrayRef<int64_t> dilation,
+    int64_t groups);
 
 }  // namespace ftdfast
 
