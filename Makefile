@@ -20,7 +20,7 @@ export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export TORCH_CUDA_ARCH_LIST ?= 9.0
 export MAX_JOBS ?= 2
 
-NATIVE_SOURCES := $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/include/ftdfast/*.h)
+NATIVE_SOURCES := $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.h csrc/*/*.cuh csrc/include/ftdfast/*.h)
 
 .PHONY: install demo test bench clean
 
@@ -41,7 +41,7 @@ $(VENV)/.zoo: $(VENV)/.deps
 
 $(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(NATIVE_SOURCES)
 	$(PIP) install -q --no-build-isolation -e .
-	$(PY) -c "import ftdfast._ext as e; assert e.HAS_NATIVE, e.LOAD_ERROR; print('ftdfast native extension: ok, CUDA kernels:', e.HAS_CUDA)"
+	$(PY) -c "import ftdfast.native._ext as e; assert e.HAS_NATIVE, e.LOAD_ERROR; print('ftdfast native extension: ok, CUDA kernels:', e.HAS_CUDA)"
 	touch $@
 
 install: $(VENV)/.built

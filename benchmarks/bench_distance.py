@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from ftdfast import _ext, ops, reference
+from ftdfast.native import _ext, ops, reference
 
 from . import models as M
 

@@ -21,7 +21,7 @@ import functools
 
 import pytest
 
-from ftdfast import _ext
+from ftdfast.native import _ext
 
 from . import models as M
 from .compare import BASELINE, CHECK_SAMPLES, RTOL, _quiet, check_backend, reference_fisher, work_for

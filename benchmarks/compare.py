@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 import ftdfast
-from ftdfast import _ext
+from ftdfast.native import _ext
 
 from . import models as M
 from . import tools as T

@@ -9,12 +9,12 @@
 # default 470 s); a failing step is marked FAIL and the others still run:
 #   env           GPU, driver, python, torch, nvcc
 #   build         python setup.py build_ext --inplace (FTDFAST_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
-#   has_cuda      ftdfast._ext.HAS_CUDA must be True
-#   first_use     ftdfast doctor (saved as doctor.txt), then each ftdfast.ops function once per dtype on the GPU:
+#   has_cuda      ftdfast.native._ext.HAS_CUDA must be True
+#   first_use     ftdfast doctor (saved as doctor.txt), then each ftdfast.native.ops function once per dtype on the GPU:
 #                 the first-use self-check must pass on CUDA and leave the native kernels in use
 #   ops_check     every CUDA op vs its *_ref on random shapes (max rel error per op) + layer timings
 #   bandwidth     fisher_distance on ResNet-18-sized lists (11M entries) vs a device copy
-#   tests         pytest tests/test_ops_cuda.py tests/fisher/test_cuda.py, and the CUDA tests of tests/test_selfcheck.py
+#   tests         pytest tests/test_ops_cuda.py tests/native/test_specs.py tests/fisher/test_cuda.py, and the CUDA tests of tests/test_selfcheck.py
 #   fisher_bench  python -m benchmarks.compare --device cuda (rules and native backends, 5 models); FAIL if a
 #                 native op fell back to the reference (a self-check warning in its log or compare.json)
 #   fuse_bench    python -m benchmarks.bench_fuse --device cuda (8 FUSE candidates fused vs sequential;
@@ -118,7 +118,7 @@ if [ "${STATUS[build]}" = PASS ]; then
 fi
 
 run_step has_cuda 60 "$PY -c '
-import ftdfast._ext as e
+import ftdfast.native._ext as e
 print(\"HAS_NATIVE\", e.HAS_NATIVE, \"HAS_CUDA\", e.HAS_CUDA, \"LOAD_ERROR\", e.LOAD_ERROR)
 for op in (\"sq_grad_sum_linear\", \"sq_grad_sum_conv\", \"fisher_distance\", \"fisher_distance_matrix\"):
     print(op, \"CUDA kernel:\", e.has_kernel(\"ftdfast::\" + op, \"cuda\"))
@@ -132,7 +132,7 @@ run_step ops_check 150 "$PY -m benchmarks.gpu_ops_check --out '$OUT_DIR/ops_chec
 
 run_step bandwidth 90 "$PY -m benchmarks.gpu_ops_check --bandwidth --out '$OUT_DIR/bandwidth.json'"
 
-SHOW_LINES=25 run_step tests 200 "$PY -m pytest tests/test_ops_cuda.py tests/fisher/test_cuda.py 'tests/test_selfcheck.py::test_cuda_native_off_on_a_gpu_uses_the_reference' 'tests/test_selfcheck.py::test_cuda_kernels_pass_their_check' -q -p no:cacheprovider -rfEs -o addopts='' 2>&1 | tail -n 300; exit \${PIPESTATUS[0]}"
+SHOW_LINES=25 run_step tests 200 "$PY -m pytest tests/test_ops_cuda.py tests/native/test_specs.py tests/fisher/test_cuda.py 'tests/test_selfcheck.py::test_cuda_native_off_on_a_gpu_uses_the_reference' 'tests/test_selfcheck.py::test_cuda_kernels_pass_their_check' -k cuda -q -p no:cacheprovider -rfEs -o addopts='' 2>&1 | tail -n 300; exit \${PIPESTATUS[0]}"
 cp "$LOGS/tests.log" "$OUT_DIR/tests.log" 2>/dev/null
 tests_line=$(grep -a -E '[0-9]+ (passed|failed|skipped|errors?).* in [0-9.]+s' "$LOGS/tests.log" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')
 NOTE[tests]="${tests_line:-${NOTE[tests]:-no pytest summary line}}"

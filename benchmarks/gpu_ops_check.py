@@ -4,14 +4,15 @@ Run from the repository root (part of benchmarks/gpu_check.sh)::
 
     python -m benchmarks.gpu_ops_check                 # accuracy of every op + timings of a few layers
     python -m benchmarks.gpu_ops_check --bandwidth     # fisher_distance on ResNet-18-sized lists vs a copy
-    python -m benchmarks.gpu_ops_check --smoke         # each kernel once on small inputs (for compute-sanitizer)
-    python -m benchmarks.gpu_ops_check --first-use     # each ftdfast.ops function once: its self-check must pass
+    python -m benchmarks.gpu_ops_check --smoke         # each op on small samples (for compute-sanitizer) (for compute-sanitizer)
+    python -m benchmarks.gpu_ops_check --first-use     # each ftdfast.native.ops function once: its self-check must pass
 
-Accuracy: every CUDA op on seeded random shapes (odd sizes, t = 1, n = 0, groups,
-stride, padding, dilation, Conv1d/2d/3d, multi-tile and sample-split outputs) in
-float64 and float32 against its ``ftdfast.reference`` function on float64 CPU copies;
-per op and dtype the worst ``max |x - ref| / max |ref|`` (absolute error for the
-distances, which lie in [0, 1]) is printed and checked against a tolerance.
+Accuracy: every CUDA op on its spec's samples and awkward samples
+(``ftdfast.native.reference.SPECS``: odd sizes, t = 1, n = 0, groups, stride, padding,
+dilation, Conv1d/2d/3d, multi-tile, multi-chunk and sample-split outputs) in float64 and
+float32 against its reference on float64 CPU copies; per op and dtype the worst error
+(relative to ``max |ref|`` for the sums of squares, absolute for the distances, which lie
+in [0, 1]) is printed and checked against the spec's tolerance.
 Timings: the native op and the reference, both on the GPU, on a few real layer shapes.
 
 Bandwidth: ``fisher_distance`` (two passes: reads both lists twice) on two lists shaped
@@ -19,8 +20,8 @@ like ResNet-18's parameters (~11M entries each) against a device-to-device copy 
 many bytes as the op reads (both lists, read + write), so
 ``fraction = copy time / fisher_distance time`` is the achieved bandwidth as a share of
 copy bandwidth. Without a GPU (or without the CUDA kernels) it says so and exits 0.
-First use: each ``ftdfast.ops`` function once per dtype on the GPU, as a user's first
-call: the first-use self-check (``ftdfast.selfcheck``) must pass and leave the native
+First use: each ``ftdfast.native.ops`` function once per dtype on the GPU, as a user's first
+call: the first-use self-check (``ftdfast.native.selfcheck``) must pass and leave the native
 kernel in use, with no fallback warning.
 
 Results also go to ``--out`` (JSON). The last line is ``SUMMARY: ...``.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -38,133 +38,46 @@ import warnings
 from typing import Callable, Dict, List
 
 import torch
-import torch.nn.functional as F
 
-from ftdfast import _ext, ops, selfcheck
-from ftdfast.reference import (
-    fisher_distance_matrix_ref,
-    fisher_distance_ref,
-    sq_grad_sum_conv_ref,
-    sq_grad_sum_linear_ref,
-)
+from ftdfast.native import _ext, ops, selfcheck
+from ftdfast.native.reference import SPECS, fisher_distance_ref, sq_grad_sum_conv_ref, sq_grad_sum_linear_ref
+from ftdfast.native.spec import OpSpec, moved
 
 OPS = torch.ops.ftdfast if _ext.HAS_NATIVE else None
 # Where the ops run: "cuda"; "cpu" only for --cpu-dry-run (checks this script with the CPU kernels).
 DEVICE = "cuda"
 DTYPES = {"f64": torch.float64, "f32": torch.float32}
-# Worst allowed error per (op, dtype): the self-check's (relative for the sums of squares, absolute for distances).
-TOL = {(op.split("::")[1], dname): selfcheck.TOLERANCE[(op, dtype)]
-       for op in selfcheck.OPS for dname, dtype in DTYPES.items()}
-CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
-def rel_err(result: torch.Tensor, expected: torch.Tensor) -> float:
-    if expected.numel() == 0:
-        return 0.0 if result.shape == expected.shape else float("inf")
-    if result.shape != expected.shape:
-        return float("inf")
-    err = (result.detach().cpu().double() - expected).abs().max().item()
-    scale = expected.abs().max().item()
-    err = err / scale if scale > 0 else err
-    return float("inf") if err != err else err
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if DEVICE == "cuda" else torch.device(DEVICE)
 
 
-# ------------------------------------------------------------------- the cases
-def linear_cases(rng: random.Random) -> List[tuple]:
-    fixed = [(3, 5, 7, 11), (16, 1, 20, 10), (1, 33, 12, 5), (0, 5, 4, 3), (300, 3, 5, 4), (40, 100, 3, 2),
-             (3, 9, 515, 259), (4, 64, 256, 192), (2, 17, 1, 1)]
-    randoms = [(rng.randint(1, 40), rng.choice([1, 2, 3, 7, 16, 17, 40]), rng.randint(1, 200), rng.randint(1, 200))
-               for _ in range(12)]
-    return fixed + randoms
-
-
-def conv_cases(rng: random.Random) -> List[tuple]:
-    # (n, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)
-    fixed = [
-        (3, 4, 6, (11,), (3,), (2,), (1,), (2,), 2),
-        (1, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-        (0, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-        (4, 6, 6, (7, 8), (3, 3), (2, 1), (1, 2), (1, 2), 6),
-        (64, 1, 6, (28, 28), (5, 5), (1, 1), (2, 2), (1, 1), 1),
-        (2, 130, 300, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-        (8, 64, 64, (16, 16), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-        (200, 1, 2, (6, 6), (2, 2), (1, 1), (0, 0), (1, 1), 1),
-        (3, 4, 8, (5, 6, 7), (2, 3, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1), 2),
-        (2, 3, 4, (7, 8, 9), (3, 2, 3), (2, 1, 2), (0, 1, 1), (1, 2, 1), 1),
-    ]
-    randoms = []
-    for _ in range(12):
-        d = rng.randint(1, 3)
-        groups = rng.choice([1, 1, 2, 4])
-        ci, co = groups * rng.randint(1, 6), groups * rng.randint(1, 8)
-        kernel = [rng.randint(1, 3) for _ in range(d)]
-        stride = [rng.randint(1, 3) for _ in range(d)]
-        padding = [rng.randint(0, 2) for _ in range(d)]
-        dilation = [rng.randint(1, 2) for _ in range(d)]
-        spatial = [rng.randint(max(1, dil * (k - 1) + 1 - 2 * p), dil * (k - 1) + 1 + (9 if d < 3 else 4))
-                   for k, p, dil in zip(kernel, padding, dilation)]
-        randoms.append((rng.randint(1, 8), ci, co, tuple(spatial), tuple(kernel), tuple(stride), tuple(padding),
-                        tuple(dilation), groups))
-    return fixed + randoms
-
-
-def distance_cases() -> List[list]:
-    return [[(37,)], [(3, 5), (7,), (2, 3, 4), (1, 1, 1, 5), ()], [(0,), (6, 2), ()],
-            [(3, 70001), (5,), (131073,), ()], [(64, 3, 3, 3), (64,), (512, 256, 3, 3), (10, 512), (10,)]]
-
-
-def matrix_cases() -> List[tuple]:
-    return [(1, 1, 9), (3, 5, 17), (2, 3, 1), (0, 4, 8), (4, 2, 70001), (70, 33, 300)]
+def _errors(spec: OpSpec, dtype: torch.dtype, gen: torch.Generator, awkward: bool, only=None):
+    """(sample id, error) of the native op on DEVICE against the reference on float64 CPU copies, for the
+    samples (or awkward samples) whose id is in ``only`` (None: all)."""
+    for pid, inputs in spec.sample_inputs(gen, DEVICE, dtype, awkward=awkward):
+        if only is not None and pid not in only:
+            continue
+        want = spec.reference(*moved(inputs, torch.device("cpu"), torch.float64))
+        yield pid, spec.error(spec.native(*inputs), want, _device(), dtype)
 
 
 # -------------------------------------------------------------------- accuracy
 def check_accuracy(seed: int) -> Dict[str, dict]:
-    rng = random.Random(seed)
-    gen = torch.Generator().manual_seed(seed)
+    """Every op's samples and awkward samples (its spec's, ftdfast.native.reference.SPECS) in each dtype."""
     results: Dict[str, dict] = {}
-
-    def record(op: str, dname: str, err: float, case) -> None:
-        r = results.setdefault(f"{op} {dname}", {"op": op, "dtype": dname, "max_rel_err": 0.0, "cases": 0,
-                                                 "worst_case": None, "tol": TOL[(op, dname)]})
-        r["cases"] += 1
-        if not err <= r["max_rel_err"]:
-            r["max_rel_err"], r["worst_case"] = err, str(case)
-
-    for dname, dtype in DTYPES.items():
-        for n, t, i, o in linear_cases(rng):
-            a = torch.randn(n, t, i, generator=gen, dtype=torch.float64)
-            g = torch.randn(n, t, o, generator=gen, dtype=torch.float64)
-            a, g = a.to(dtype), g.to(dtype)
-            got = OPS.sq_grad_sum_linear(a.to(DEVICE), g.to(DEVICE))
-            record("sq_grad_sum_linear", dname, rel_err(got, sq_grad_sum_linear_ref(a.double(), g.double())),
-                   (n, t, i, o))
-        for case in conv_cases(rng):
-            n, ci, co, spatial, kernel, stride, padding, dilation, groups = case
-            x = torch.randn((n, ci) + spatial, generator=gen, dtype=torch.float64)
-            ws = [co, ci // groups] + list(kernel)
-            y = CONV[len(spatial)](x, torch.randn(ws, dtype=torch.float64, generator=gen), stride=stride,
-                                   padding=padding, dilation=dilation, groups=groups)
-            gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
-            x, gy = x.to(dtype), gy.to(dtype)
-            args = (ws, list(stride), list(padding), list(dilation), groups)
-            got = OPS.sq_grad_sum_conv(x.to(DEVICE), gy.to(DEVICE), *args)
-            record("sq_grad_sum_conv", dname, rel_err(got, sq_grad_sum_conv_ref(x.double(), gy.double(), *args)),
-                   case)
-        for shapes in distance_cases():
-            f_a = [torch.randn(s, generator=gen, dtype=torch.float64).square().to(dtype) for s in shapes]
-            f_b = [torch.randn(s, generator=gen, dtype=torch.float64).square().to(dtype) for s in shapes]
-            got = OPS.fisher_distance([t.to(DEVICE) for t in f_a], [t.to(DEVICE) for t in f_b])
-            want = fisher_distance_ref([t.double() for t in f_a], [t.double() for t in f_b])
-            record("fisher_distance", dname, abs(got.item() - want.item()), shapes)
-        for r, c, p in matrix_cases():
-            rows = torch.randn(r, p, generator=gen, dtype=torch.float64).square().to(dtype)
-            cols = torch.randn(c, p, generator=gen, dtype=torch.float64).square().to(dtype)
-            got = OPS.fisher_distance_matrix(rows.to(DEVICE), cols.to(DEVICE))
-            want = fisher_distance_matrix_ref(rows.double(), cols.double())
-            err = (got.cpu().double() - want).abs().max().item() if want.numel() else 0.0
-            record("fisher_distance_matrix", dname, err, (r, c, p))
-    for r in results.values():
-        r["status"] = "ok" if r["max_rel_err"] <= r["tol"] else "FAIL"
+    for spec in SPECS.values():
+        for dname, dtype in DTYPES.items():
+            r = results[f"{spec.name} {dname}"] = {"op": spec.name, "dtype": dname, "max_rel_err": 0.0, "cases": 0,
+                                                   "worst_case": None, "tol": spec.tolerance[dtype]}
+            gen = torch.Generator().manual_seed(seed)
+            for awkward in (False, True):
+                for pid, err in _errors(spec, dtype, gen, awkward):
+                    r["cases"] += 1
+                    if not err <= r["max_rel_err"]:
+                        r["max_rel_err"], r["worst_case"] = err, pid
+            r["status"] = "ok" if r["max_rel_err"] <= r["tol"] else "FAIL"
     return results
 
 
@@ -220,62 +133,38 @@ def layer_timings() -> Dict[str, dict]:
 
 
 # ---------------------------------------------------------------------- smoke
+# Awkward samples the smoke run adds to an op's samples, so that it meets every kernel configuration
+# (64 x 64 tiles, sample splits, several chunks) while staying fast under compute-sanitizer.
+SMOKE_AWKWARD = {"sq_grad_sum_linear": ("large_oi", "tiny_oi_many_samples"),
+                 "sq_grad_sum_conv": ("2d_many_channels", "2d_tiny_weight_many_samples", "3d_basic_g2"),
+                 "fisher_distance": ("multi_chunk",)}
+
+
 def smoke() -> Dict[str, dict]:
-    """Every kernel configuration once on small inputs (fast under compute-sanitizer), loosely checked."""
-    gen = torch.Generator().manual_seed(1)
+    """Every op on its spec's samples and the awkward ones in SMOKE_AWKWARD, per dtype, against its tolerance."""
     out: Dict[str, dict] = {}
-
-    def rec(name: str, got: torch.Tensor, want: torch.Tensor) -> None:
-        out[name] = {"max_rel_err": rel_err(got, want)}
-
-    for dname, dtype in DTYPES.items():
-        # Tiles 64 / 32 / 16, sample splits, t = 1 (GEMM path) and chunk remainders.
-        for n, t, i, o in [(3, 17, 130, 70), (5, 3, 40, 33), (40, 5, 3, 2), (4, 1, 9, 5)]:
-            a = torch.randn(n, t, i, generator=gen, dtype=torch.float64).to(dtype)
-            g = torch.randn(n, t, o, generator=gen, dtype=torch.float64).to(dtype)
-            rec(f"linear {dname} {(n, t, i, o)}", OPS.sq_grad_sum_linear(a.to(DEVICE), g.to(DEVICE)),
-                sq_grad_sum_linear_ref(a.double(), g.double()))
-        for case in [(3, 4, 6, (11,), (3,), (2,), (1,), (2,), 2), (2, 3, 70, (6, 5), (3, 2), (1, 2), (1, 0), (2, 1), 1),
-                     (20, 2, 3, (5, 6), (2, 2), (1, 1), (1, 1), (1, 1), 1),
-                     (2, 4, 8, (4, 5, 6), (2, 3, 2), (1, 1, 2), (1, 1, 1), (1, 1, 1), 2)]:
-            n, ci, co, spatial, kernel, stride, padding, dilation, groups = case
-            x = torch.randn((n, ci) + spatial, generator=gen, dtype=torch.float64)
-            ws = [co, ci // groups] + list(kernel)
-            y = CONV[len(spatial)](x, torch.zeros(ws, dtype=torch.float64), stride=stride, padding=padding,
-                                   dilation=dilation, groups=groups)
-            gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
-            args = (ws, list(stride), list(padding), list(dilation), groups)
-            rec(f"conv {dname} {case}", OPS.sq_grad_sum_conv(x.to(dtype).to(DEVICE), gy.to(dtype).to(DEVICE), *args),
-                sq_grad_sum_conv_ref(x.to(dtype).double(), gy.to(dtype).double(), *args))
-        shapes = [(3, 9000), (), (0,), (17,)]
-        f_a = [torch.rand(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]
-        f_b = [torch.rand(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]
-        got = OPS.fisher_distance([t.to(DEVICE) for t in f_a], [t.to(DEVICE) for t in f_b])
-        rec(f"fisher_distance {dname}", got, fisher_distance_ref([t.double() for t in f_a], [t.double() for t in f_b]))
-        rows = torch.rand(3, 500, generator=gen, dtype=torch.float64).to(dtype)
-        cols = torch.rand(4, 500, generator=gen, dtype=torch.float64).to(dtype)
-        rec(f"fisher_distance_matrix {dname}", OPS.fisher_distance_matrix(rows.to(DEVICE), cols.to(DEVICE)),
-            fisher_distance_matrix_ref(rows.double(), cols.double()))
-    for v in out.values():
-        v["status"] = "ok" if v["max_rel_err"] <= 1e-4 else "FAIL"
+    for spec in SPECS.values():
+        for dname, dtype in DTYPES.items():
+            for awkward in (False, True):
+                for pid, err in _errors(spec, dtype, torch.Generator().manual_seed(1), awkward,
+                                        SMOKE_AWKWARD.get(spec.name, ()) if awkward else None):
+                    out[f"{spec.name} {dname} {pid}"] = {"max_rel_err": err,
+                                                         "status": "ok" if err <= spec.tolerance[dtype] else "FAIL"}
     _sync()
     return out
 
 
 # ------------------------------------------------------------------ first use
 def first_use() -> Dict[str, dict]:
-    """Each ftdfast.ops function once per dtype on DEVICE in a fresh process state; the self-check's verdicts."""
-    gen = torch.Generator().manual_seed(2)
+    """Each ftdfast.native.ops function once per dtype on DEVICE (on its spec's first sample) in a fresh
+    process state; the self-check's verdicts."""
     selfcheck.reset()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for dtype in DTYPES.values():
-            def rand(*shape):
-                return torch.rand(*shape, generator=gen, dtype=torch.float64).to(DEVICE, dtype)
-            ops.sq_grad_sum_linear(rand(3, 4, 5), rand(3, 4, 6))
-            ops.sq_grad_sum_conv(rand(2, 3, 6, 5), rand(2, 4, 4, 3), [4, 3, 3, 3], [1, 1], [0, 0], [1, 1], 1)
-            ops.fisher_distance([rand(4, 3), rand(7)], [rand(4, 3), rand(7)])
-            ops.fisher_distance_matrix(rand(2, 9), rand(3, 9))
+            for spec in SPECS.values():
+                _, inputs = next(spec.sample_inputs(torch.Generator().manual_seed(2), DEVICE, dtype))
+                getattr(ops, spec.name)(*inputs)
     _sync()
     out = {f"{r.op.split('::')[1]} {selfcheck.dtype_name(r.dtype)} {r.device}": {
         "status": r.status, "use_native": r.use_native, "what": r.describe(), "ms": r.ms}
@@ -325,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--bandwidth", action="store_true", help="time fisher_distance against a device copy instead")
     p.add_argument("--smoke", action="store_true", help="each kernel once on small inputs (for compute-sanitizer)")
     p.add_argument("--first-use", action="store_true",
-                   help="each ftdfast.ops function once per dtype: the first-use self-check must pass")
+                   help="each ftdfast.native.ops function once per dtype: the first-use self-check must pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--no-timings", action="store_true", help="accuracy only")
@@ -361,12 +250,12 @@ def main(argv=None) -> int:
         fu = payload["first_use"] = first_use()
         for name, r in fu.items():
             print(f"{r['status']:<9} {name:<40} native kernel used: {r['use_native']}; {r['what']}, {r['ms']:.1f} ms")
-        failed = len(fu) != len(selfcheck.OPS) * len(DTYPES) or any(
+        failed = len(fu) != len(SPECS) * len(DTYPES) or any(
             r["status"] != "ok" or not r["use_native"] for r in fu.values())
         bad = [name for name, r in fu.items() if r["status"] != "ok" or not r["use_native"]]
         summary = (f"{'FAIL' if failed else 'ok'}: {len(fu)} first-use self-checks on {DEVICE}"
                    + (f", not ok: {', '.join(bad)}" if bad else "")
-                   + (f" (expected {len(selfcheck.OPS) * len(DTYPES)})" if len(fu) != len(selfcheck.OPS) * len(DTYPES)
+                   + (f" (expected {len(SPECS) * len(DTYPES)})" if len(fu) != len(SPECS) * len(DTYPES)
                       else ""))
     elif args.bandwidth:
         bw = payload["bandwidth"] = bandwidth(args.repeat)

@@ -1,15 +1,18 @@
-// The one place where ftdfast's operator schemas are declared.
+// The extension module `ftdfast._C` and the `ftdfast` operator namespace.
 //
-// Kernels live next to their device: csrc/cpu/*.cpp register
-// TORCH_LIBRARY_IMPL(ftdfast, CPU, m), csrc/cuda/* register the CUDA ones.
-// Index letters used in every schema: n sample, t position, i in, o out.
+// The schemas of every op are below (one TORCH_LIBRARY block). Each op's kernels
+// live in their own files: its CPU kernel in csrc/cpu/<op>.cpp
+// (TORCH_LIBRARY_IMPL(ftdfast, CPU, m)), its CUDA glue in csrc/cuda/<op>_glue.cpp (TORCH_LIBRARY_IMPL(ftdfast,
+// CUDA, m)), its kernel in csrc/cuda/<op>.cu and its C++ interface in
+// csrc/include/ftdfast/<op>.h. Index letters used in every schema: n sample,
+// t position, i in, o out.
 #include <Python.h>
 
 #include <torch/library.h>
 
 extern "C" {
 // An empty `ftdfast._C` module: importing it loads this shared library,
-// which runs the TORCH_LIBRARY static initialisers below. No pybind11.
+// which runs the static initialisers that register the ops. No pybind11.
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
@@ -22,6 +25,8 @@ PyObject* PyInit__C(void) {
 }
 }
 
+// Every op's schema, in one place; the kernels register with
+// TORCH_LIBRARY_IMPL(ftdfast, CPU/CUDA, m) in their own files.
 TORCH_LIBRARY(ftdfast, m) {
   // S[o, i] = sum_n (sum_t g[n, t, o] * a[n, t, i])^2 for a (n, t, i), g (n, t, o):
   // the per-sample squared weight gradients of a linear layer, summed over samples.

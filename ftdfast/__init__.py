@@ -1,7 +1,7 @@
 """ftdfast: the exact diagonal Fisher of PyTorch models, Fisher task distances and task-aware NAS.
 
 The native extension (``ftdfast._C``) is optional: without it every path runs in
-pure PyTorch (see :mod:`ftdfast._ext`).
+pure PyTorch (see :mod:`ftdfast.native._ext`).
 """
 from ._version import __version__
 from .fisher import Call, FisherDiagonal, find_rule, fisher_diagonal, register_rule  # noqa: E402

@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import torch
 
-from . import _ext
+from .native import _ext
 from ._version import __version__
 from .distance.matrix import FISHER_DATA, HEADS
 from .distance.measures import DEFAULT_MEASURE, MEASURES

@@ -9,7 +9,8 @@ from typing import List
 
 import torch
 
-from . import _ext, selfcheck
+from .native import _ext, selfcheck
+from .native.reference import SPECS
 from ._version import __version__
 
 # Environment variables shown besides FTDFAST_*: they change which devices and how many threads run.
@@ -50,7 +51,7 @@ def _build() -> List[str]:
                  ("CUDA kernels", "yes" if _ext.HAS_CUDA else
                   "no: built CPU-only (FTDFAST_CUDA=0, a CPU torch or no CUDA toolkit at build time)")]
         pairs.append(("ops", ", ".join(f"{op.split('::')[1]} ({'/'.join(d for d in ('cpu', 'cuda') if _ext.has_kernel(op, d))})"
-                                       for op in selfcheck.OPS)))
+                                       for op in SPECS)))
     pairs.append(("build flags", "not recorded by setup.py (its output shows them; see setup.py for the FTDFAST_* "
                                  "build options)"))
     return ["native extension ftdfast._C"] + _rows(pairs)
@@ -79,12 +80,12 @@ def _devices_to_check() -> List[torch.device]:
 
 
 def _checks() -> List[str]:
-    lines = ["self-check (each native op vs its ftdfast.reference on small random problems)"]
+    lines = ["self-check (each native op vs its ftdfast.native.reference on small random problems)"]
     if not _ext.HAS_NATIVE:
         return lines + ["  nothing to check: the native extension is not loaded"]
     cuda_off = selfcheck.env_off(selfcheck.CUDA_NATIVE_ENV)
     for device in _devices_to_check():
-        for op in selfcheck.OPS:
+        for op in SPECS:
             for dtype in selfcheck.DTYPES:
                 where = f"{op.split('::')[1]:<24} {str(device):<7} {selfcheck.dtype_name(dtype):<8}"
                 if not _ext.has_kernel(op, device):
@@ -95,7 +96,7 @@ def _checks() -> List[str]:
                     r = selfcheck.check(op, device, dtype)
                     lines.append(f"  {where} {r.status:<5} {r.describe()}, {r.ms:.1f} ms")
     if selfcheck.env_off(selfcheck.SELFCHECK_ENV):
-        lines.append(f"  ({selfcheck.SELFCHECK_ENV}=0: ftdfast.ops use the native kernels without this check)")
+        lines.append(f"  ({selfcheck.SELFCHECK_ENV}=0: ftdfast.native.ops use the native kernels without this check)")
     return lines
 
 

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 import ftdfast
-from ftdfast import _ext, doctor, selfcheck
+from ftdfast import doctor
+from ftdfast.native import _ext, selfcheck
+from ftdfast.native.reference import SPECS
 from ftdfast.cli import main
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")
@@ -42,7 +44,7 @@ def test_doctor_prints_every_section_and_exits_0(capsys, monkeypatch):
 def test_doctor_checks_every_op_and_dtype_on_the_cpu():
     text = doctor.report()
     assert _ext.LIBRARY_PATH in text and ("CUDA kernels  yes" in text) == _ext.HAS_CUDA
-    for op in selfcheck.OPS:
+    for op in SPECS:
         for dtype in ("float32", "float64"):
             (line,) = _lines_of(text, op.split("::")[1], "cpu", dtype)
             assert line.split()[3] == "ok" and "max error" in line and "tolerance" in line

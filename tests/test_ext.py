@@ -1,4 +1,4 @@
-"""ftdfast._ext: soft loading of the native extension and the errors it gives."""
+"""ftdfast.native._ext: soft loading of the native extension and the errors it gives."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from ftdfast import _ext
+from ftdfast.native import _ext
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")
 
@@ -55,7 +55,7 @@ def test_import_without_extension_falls_back():
         import sys
         sys.modules["ftdfast._C"] = None  # makes `from ftdfast import _C` raise ImportError
         import torch, ftdfast
-        from ftdfast import _ext, ops
+        from ftdfast.native import _ext, ops
         assert not _ext.HAS_NATIVE and not _ext.HAS_CUDA
         assert _ext.LOAD_ERROR.startswith("ModuleNotFoundError") and "ftdfast._C" in _ext.LOAD_ERROR
         a, g = torch.randn(3, 2, 4, dtype=torch.float64), torch.randn(3, 2, 5, dtype=torch.float64)

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftdfast import _ext, ops
-from ftdfast.reference import sq_grad_sum_linear_ref
+from ftdfast.native import _ext, ops
+from ftdfast.native.reference import sq_grad_sum_linear_ref
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

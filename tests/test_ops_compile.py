@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftdfast import _ext
+from ftdfast.native import _ext
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")
 pytestmark = needs_native

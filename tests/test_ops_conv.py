@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftdfast import _ext, ops
-from ftdfast.reference import sq_grad_sum_conv_ref
+from ftdfast.native import _ext, ops
+from ftdfast.native.reference import sq_grad_sum_conv_ref
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")
 

@@ -1,8 +1,10 @@
-"""The CUDA kernels of the four native ops against their pure-PyTorch references.
+"""The CUDA kernels of the four native ops: what the spec-driven tests (tests/native/test_specs.py:
+every op on every sample against its reference, and opcheck) do not cover: random shapes,
+non-contiguous inputs, determinism, bad values, mixed devices, the ops wrappers.
 
 Every test needs a GPU and the extension built with CUDA kernels
-(``ftdfast._ext.HAS_CUDA``); without them the module is collected and skipped.
-Each CUDA result is compared with the matching ``ftdfast.reference`` function
+(``ftdfast.native._ext.HAS_CUDA``); without them the module is collected and skipped.
+Each CUDA result is compared with the matching ``ftdfast.native.reference`` function
 on float64 CPU copies of the same inputs: float64 near-exactly, float32 with
 rtol 1e-4 (the sq_grad_sum ops, float32 arithmetic) or 1e-6 (the distances,
 accumulated in float64).
@@ -16,8 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftdfast import _ext, ops
-from ftdfast.reference import (
+from ftdfast.native import _ext, ops
+from ftdfast.native.reference import (
+    SPECS,
     fisher_distance_matrix_ref,
     fisher_distance_ref,
     sq_grad_sum_conv_ref,
@@ -51,28 +54,12 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def sample(op: str, pid: str, dtype: torch.dtype) -> list:
+    """The awkward sample ``pid`` of ``op``'s spec (ftdfast.native.reference.SPECS), on the GPU in ``dtype``."""
+    return dict(SPECS[f"ftdfast::{op}"].sample_inputs(_gen(0), "cuda", dtype, awkward=True))[pid]
+
+
 # ------------------------------------------------------------------ sq_grad_sum_linear
-
-# (n, t, i, o) with readable ids.
-LINEAR_SHAPES = {
-    "odd_3_5_7_11": (3, 5, 7, 11),
-    "t1": (16, 1, 20, 10),
-    "t1_n1": (1, 1, 4, 3),
-    "n1": (1, 33, 12, 5),
-    "n0": (0, 5, 4, 3),
-    "t0": (3, 0, 4, 3),
-    "i0_o0": (3, 2, 0, 0),
-    "o1_i1": (6, 4, 1, 1),
-    "t16_exact_chunk": (4, 16, 33, 20),
-    "t17_chunk_remainder": (4, 17, 9, 6),
-    # Few output tiles: samples split over blocks (partials summed).
-    "tiny_oi_many_samples": (300, 3, 5, 4),
-    "tiny_oi_long_t": (40, 100, 3, 2),
-    # Many tiles, several in each direction with remainders.
-    "large_oi": (3, 9, 515, 259),
-    "transformer_like": (4, 64, 256, 192),
-}
-
 
 def make_linear(shape, dtype, seed=0):
     n, t, i, o = shape
@@ -84,13 +71,6 @@ def make_linear(shape, dtype, seed=0):
 
 def linear_expected(a, g):
     return sq_grad_sum_linear_ref(a.cpu().double(), g.cpu().double())
-
-
-@pytest.mark.parametrize(**DTYPES)
-@pytest.mark.parametrize("shape", list(LINEAR_SHAPES.values()), ids=list(LINEAR_SHAPES))
-def test_linear_matches_ref(dtype, shape):
-    a, g = make_linear(shape, dtype)
-    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_linear(a, g), linear_expected(a, g), dtype)
 
 
 def _random_linear_shapes(count=20, seed=7):
@@ -121,15 +101,9 @@ def test_linear_requires_grad_inputs():
 
 
 def test_linear_deterministic():
-    a, g = make_linear(LINEAR_SHAPES["tiny_oi_many_samples"], torch.float32)
+    a, g = sample("sq_grad_sum_linear", "tiny_oi_many_samples", torch.float32)
     first = torch.ops.ftdfast.sq_grad_sum_linear(a, g)
     assert torch.equal(first, torch.ops.ftdfast.sq_grad_sum_linear(a, g))
-
-
-@pytest.mark.parametrize("name", ["odd_3_5_7_11", "t1", "n0", "tiny_oi_many_samples"])
-def test_linear_opcheck(name):
-    a, g = make_linear(LINEAR_SHAPES[name], torch.float64)
-    torch.library.opcheck(torch.ops.ftdfast.sq_grad_sum_linear.default, (a, g))
 
 
 def test_linear_mixed_devices_raise():
@@ -149,27 +123,6 @@ def test_linear_ops_wrapper_uses_the_cuda_kernel(monkeypatch):
 
 # -------------------------------------------------------------------- sq_grad_sum_conv
 
-# (n, C_in, C_out, spatial, kernel, stride, padding, dilation, groups) with readable ids.
-CONV_CASES = {
-    "1d_basic": (3, 4, 6, (9,), (3,), (1,), (0,), (1,), 1),
-    "1d_stride_pad_dil_g2": (3, 4, 6, (11,), (3,), (2,), (1,), (2,), 2),
-    "2d_n1": (1, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    "2d_n0": (0, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    "2d_odd": (4, 3, 7, (9, 5), (3, 2), (2, 1), (1, 0), (1, 2), 1),
-    "2d_stride3_pad2": (3, 2, 3, (10, 8), (2, 3), (3, 2), (2, 2), (1, 1), 1),
-    "2d_groups2": (3, 4, 6, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 2),
-    "2d_depthwise": (4, 6, 6, (7, 8), (3, 3), (2, 1), (1, 2), (1, 2), 6),
-    "2d_depthwise_mult2": (2, 3, 6, (6, 6), (3, 3), (1, 1), (1, 1), (1, 1), 3),
-    "2d_1x1_stride2": (4, 8, 16, (8, 8), (1, 1), (2, 2), (0, 0), (1, 1), 1),
-    "2d_kernel_eq_input": (3, 2, 4, (5, 5), (5, 5), (1, 1), (0, 0), (1, 1), 1),
-    "2d_lenet1": (64, 1, 6, (28, 28), (5, 5), (1, 1), (2, 2), (1, 1), 1),
-    "2d_many_channels": (2, 130, 300, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    "2d_resnet_layer1_like": (8, 64, 64, (16, 16), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    "2d_long_positions": (2, 3, 4, (130, 140), (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    "2d_tiny_weight_many_samples": (200, 1, 2, (6, 6), (2, 2), (1, 1), (0, 0), (1, 1), 1),
-    "3d_basic_g2": (3, 4, 8, (5, 6, 7), (2, 3, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1), 2),
-    "3d_stride_dil": (2, 3, 4, (7, 8, 9), (3, 2, 3), (2, 1, 2), (0, 1, 1), (1, 2, 1), 1),
-}
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -187,13 +140,6 @@ def make_conv(case, dtype, seed=0):
 
 def conv_expected(x, gy, args):
     return sq_grad_sum_conv_ref(x.cpu().double(), gy.cpu().double(), *args)
-
-
-@pytest.mark.parametrize(**DTYPES)
-@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
-def test_conv_matches_ref(dtype, case):
-    x, gy, args = make_conv(case, dtype)
-    assert_close_scaled(torch.ops.ftdfast.sq_grad_sum_conv(x, gy, *args), conv_expected(x, gy, args), dtype)
 
 
 def _random_conv_cases(count=24, seed=11):
@@ -225,7 +171,7 @@ def test_conv_random_cases(dtype, case):
 
 
 def test_conv_non_contiguous_inputs():
-    x, gy, args = make_conv(CONV_CASES["2d_odd"], torch.float64)
+    x, gy, *args = sample("sq_grad_sum_conv", "2d_odd", torch.float64)
     x_nc = x.contiguous(memory_format=torch.channels_last)
     gy_nc = gy.transpose(2, 3).contiguous().transpose(2, 3)
     assert not x_nc.is_contiguous() and not gy_nc.is_contiguous()
@@ -234,15 +180,9 @@ def test_conv_non_contiguous_inputs():
 
 
 def test_conv_deterministic():
-    x, gy, args = make_conv(CONV_CASES["2d_tiny_weight_many_samples"], torch.float32)
+    x, gy, *args = sample("sq_grad_sum_conv", "2d_tiny_weight_many_samples", torch.float32)
     first = torch.ops.ftdfast.sq_grad_sum_conv(x, gy, *args)
     assert torch.equal(first, torch.ops.ftdfast.sq_grad_sum_conv(x, gy, *args))
-
-
-@pytest.mark.parametrize("name", ["1d_stride_pad_dil_g2", "2d_odd", "2d_n0", "3d_basic_g2"])
-def test_conv_opcheck(name):
-    x, gy, args = make_conv(CONV_CASES[name], torch.float64)
-    torch.library.opcheck(torch.ops.ftdfast.sq_grad_sum_conv.default, (x, gy, *args))
 
 
 def test_conv_ops_wrapper_uses_the_cuda_kernel(monkeypatch):
@@ -250,22 +190,11 @@ def test_conv_ops_wrapper_uses_the_cuda_kernel(monkeypatch):
         raise AssertionError("the reference was used for CUDA inputs")
 
     monkeypatch.setattr(ops, "sq_grad_sum_conv_ref", no_ref)
-    x, gy, args = make_conv(CONV_CASES["2d_groups2"], torch.float32)
+    x, gy, *args = sample("sq_grad_sum_conv", "2d_groups2", torch.float32)
     assert_close_scaled(ops.sq_grad_sum_conv(x, gy, *args), conv_expected(x, gy, args), torch.float32)
 
 
 # --------------------------------------------------------------------- fisher_distance
-
-# Lists of per-parameter shapes, with readable ids.
-DIST_SHAPES = {
-    "one_tensor": [(37,)],
-    "mixed_shapes": [(3, 5), (7,), (2, 3, 4), (1, 1, 1, 5), (11, 13)],
-    "scalar_param": [(), (4,), ()],
-    "with_empty": [(0,), (6, 2), (0, 3)],
-    "multi_chunk": [(3, 70001), (5,), (131073,), ()],
-    "resnet_like": [(64, 3, 3, 3), (64,), (64,), (128, 64, 3, 3), (128,), (512, 256, 3, 3), (10, 512), (10,)],
-}
-
 
 def make_fishers(shapes, dtype, seed=0):
     g = _gen(seed)
@@ -282,15 +211,8 @@ def assert_distance(result, expected, dtype, tol=None):
 
 
 @pytest.mark.parametrize(**DTYPES)
-@pytest.mark.parametrize("shapes", list(DIST_SHAPES.values()), ids=list(DIST_SHAPES))
-def test_distance_matches_ref(dtype, shapes):
-    f_a, f_b = make_fishers(shapes, dtype, 0), make_fishers(shapes, dtype, 1)
-    assert_distance(torch.ops.ftdfast.fisher_distance(f_a, f_b), distance_expected(f_a, f_b), dtype)
-
-
-@pytest.mark.parametrize(**DTYPES)
 def test_distance_identical_and_disjoint(dtype):
-    f = make_fishers(DIST_SHAPES["mixed_shapes"], dtype)
+    f, _ = sample("fisher_distance", "mixed_shapes", dtype)
     assert torch.ops.ftdfast.fisher_distance(f, [t.clone() for t in f]).item() == 0.0
     f_a = [torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=dtype, device="cuda"), torch.zeros(3, dtype=dtype, device="cuda")]
     f_b = [torch.tensor([0.0, 0.0, 3.0, 0.5], dtype=dtype, device="cuda"),
@@ -299,16 +221,14 @@ def test_distance_identical_and_disjoint(dtype):
 
 
 def test_distance_float32_close_to_float64():
-    f_a, f_b = make_fishers(DIST_SHAPES["multi_chunk"], torch.float32, 4), make_fishers(
-        DIST_SHAPES["multi_chunk"], torch.float32, 5)
+    f_a, f_b = sample("fisher_distance", "multi_chunk", torch.float32)
     d32 = torch.ops.ftdfast.fisher_distance(f_a, f_b)
     d64 = torch.ops.ftdfast.fisher_distance([t.double() for t in f_a], [t.double() for t in f_b])
     torch.testing.assert_close(d32.double(), d64, rtol=1e-6, atol=1e-7)
 
 
 def test_distance_deterministic():
-    f_a, f_b = make_fishers(DIST_SHAPES["multi_chunk"], torch.float64, 6), make_fishers(
-        DIST_SHAPES["multi_chunk"], torch.float64, 7)
+    f_a, f_b = sample("fisher_distance", "multi_chunk", torch.float64)
     first = torch.ops.ftdfast.fisher_distance(f_a, f_b)
     for _ in range(3):
         assert torch.equal(first, torch.ops.ftdfast.fisher_distance(f_a, f_b))
@@ -321,12 +241,6 @@ def test_distance_non_contiguous_inputs():
     f_b = [base_b, base_b.T[:, ::3], base_b.T[::2, 2]]
     assert not f_a[0].is_contiguous() and not f_a[1].is_contiguous() and not f_b[1].is_contiguous()
     assert_distance(torch.ops.ftdfast.fisher_distance(f_a, f_b), distance_expected(f_a, f_b), torch.float64)
-
-
-@pytest.mark.parametrize("name", ["one_tensor", "scalar_param"])
-def test_distance_opcheck(name):
-    f_a, f_b = make_fishers(DIST_SHAPES[name], torch.float64, 0), make_fishers(DIST_SHAPES[name], torch.float64, 1)
-    torch.library.opcheck(torch.ops.ftdfast.fisher_distance.default, (f_a, f_b))
 
 
 def _c(*values, dtype=torch.float32):
@@ -362,24 +276,11 @@ def test_distance_ops_wrapper_uses_the_cuda_kernel(monkeypatch):
         raise AssertionError("the reference was used for CUDA inputs")
 
     monkeypatch.setattr(ops, "fisher_distance_ref", no_ref)
-    f_a, f_b = make_fishers(DIST_SHAPES["mixed_shapes"], torch.float32, 0), make_fishers(
-        DIST_SHAPES["mixed_shapes"], torch.float32, 1)
+    f_a, f_b = sample("fisher_distance", "mixed_shapes", torch.float32)
     assert_distance(ops.fisher_distance(f_a, f_b), distance_expected(f_a, f_b), torch.float32)
 
 
 # -------------------------------------------------------------- fisher_distance_matrix
-
-# (R, C, P)
-MATRIX_SHAPES = {
-    "1x1": (1, 1, 9),
-    "3x5": (3, 5, 17),
-    "p1": (2, 3, 1),
-    "r0": (0, 4, 8),
-    "c0": (3, 0, 8),
-    "wide": (4, 2, 70001),
-    "many_rows": (70, 33, 300),
-}
-
 
 def make_matrix(shape, dtype, seed=10):
     r, c, p = shape
@@ -387,16 +288,6 @@ def make_matrix(shape, dtype, seed=10):
     rows = torch.randn(r, p, generator=g, dtype=torch.float64).square()
     cols = torch.randn(c, p, generator=g, dtype=torch.float64).square()
     return rows.to(dtype).cuda(), cols.to(dtype).cuda()
-
-
-@pytest.mark.parametrize(**DTYPES)
-@pytest.mark.parametrize("shape", list(MATRIX_SHAPES.values()), ids=list(MATRIX_SHAPES))
-def test_matrix_matches_ref(dtype, shape):
-    rows, cols = make_matrix(shape, dtype)
-    result = torch.ops.ftdfast.fisher_distance_matrix(rows, cols)
-    assert result.device.type == "cuda" and result.dtype == dtype and result.shape == shape[:2]
-    expected = fisher_distance_matrix_ref(rows.cpu().double(), cols.cpu().double())
-    torch.testing.assert_close(result.cpu().double(), expected, **MATRIX_TOL[dtype])
 
 
 def test_matrix_same_tensor_both_sides():
@@ -413,12 +304,6 @@ def test_matrix_non_contiguous_inputs():
     expected = fisher_distance_matrix_ref(rows.cpu(), cols.cpu())
     torch.testing.assert_close(torch.ops.ftdfast.fisher_distance_matrix(rows, cols).cpu(), expected,
                                **MATRIX_TOL[torch.float64])
-
-
-@pytest.mark.parametrize("shape", [MATRIX_SHAPES["3x5"], MATRIX_SHAPES["r0"]], ids=["3x5", "r0"])
-def test_matrix_opcheck(shape):
-    rows, cols = make_matrix(shape, torch.float64)
-    torch.library.opcheck(torch.ops.ftdfast.fisher_distance_matrix.default, (rows, cols))
 
 
 MATRIX_BAD = {

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from ftdfast import _ext, ops
-from ftdfast.reference import fisher_distance_matrix_ref, fisher_distance_ref
+from ftdfast.native import _ext, ops
+from ftdfast.native.reference import fisher_distance_matrix_ref, fisher_distance_ref
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")
 

@@ -1,19 +1,21 @@
-"""ftdfast.selfcheck: the first-use check of the native ops and the fallback to the reference.
+"""ftdfast.native.selfcheck: the first-use check of the native ops and the fallback to the reference.
 
-Faults are injected by replacing the op the ``ftdfast.ops`` wrapper calls (``torch.ops.ftdfast.<name>``)
+Faults are injected by replacing the op the ``ftdfast.native.ops`` wrapper calls (``torch.ops.ftdfast.<name>``)
 with one that corrupts the real kernel's result or raises; the wrapper must then warn once and return
 exactly what the reference returns. Everything runs on the CPU kernels (the same mechanism as CUDA).
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 
 import pytest
 import torch
 
-from ftdfast import _ext, ops, selfcheck
-from ftdfast.reference import (
+from ftdfast.native import _ext, ops, selfcheck
+from ftdfast.native.reference import (
+    SPECS,
     fisher_distance_matrix_ref,
     fisher_distance_ref,
     sq_grad_sum_conv_ref,
@@ -115,11 +117,11 @@ def test_correct_kernel_passes_silently_and_is_used(name, dtype, monkeypatch):
         warnings.simplefilter("always")
         got = wrapper(*args)
     assert not _fallback_warnings(record)
-    assert len(calls) == 1 + len(selfcheck._PROBLEMS[f"ftdfast::{name}"][0](_gen(0)))  # the check's, then ours
+    assert len(calls) == 1 + len(SPECS[f"ftdfast::{name}"].samples(_gen(0)))  # the check's, then ours
     (result,) = selfcheck.results()
     assert (result.op, result.device, result.dtype, result.status, result.use_native) == \
         (f"ftdfast::{name}", "cpu", dtype, "ok", True)
-    assert result.max_error <= result.tolerance == selfcheck.TOLERANCE[(f"ftdfast::{name}", dtype)]
+    assert result.max_error <= result.tolerance == SPECS[f"ftdfast::{name}"].tolerance[dtype]
     torch.testing.assert_close(got, reference(*args), rtol={torch.float32: 1e-5, torch.float64: 1e-12}[dtype],
                                atol=0.0)
 
@@ -232,14 +234,14 @@ def test_threads_deciding_at_once_check_once(monkeypatch):
 
 
 def test_a_check_that_calls_the_ops_does_not_recurse(monkeypatch):
-    """A reference that itself goes through ftdfast.ops gets the reference inside the check, not a second check."""
-    problems, _ = selfcheck._PROBLEMS["ftdfast::sq_grad_sum_linear"]
+    """A reference that itself goes through ftdfast.native.ops gets the reference inside the check, not a second check."""
     inner = []
 
     def reference_via_ops(a, g):
         inner.append(1)
         return ops.sq_grad_sum_linear(a, g)
-    monkeypatch.setitem(selfcheck._PROBLEMS, "ftdfast::sq_grad_sum_linear", (problems, reference_via_ops))
+    spec = SPECS["ftdfast::sq_grad_sum_linear"]
+    monkeypatch.setitem(SPECS, spec.qualname, dataclasses.replace(spec, reference=reference_via_ops))
     kernel = _inject(monkeypatch, "sq_grad_sum_linear", "scaled")
     with pytest.warns(Warn):
         ops.sq_grad_sum_linear(*linear_case(torch.float64))
@@ -271,7 +273,7 @@ def test_selfcheck_off_uses_the_kernel_unchecked(monkeypatch):
 def test_cuda_native_off_never_uses_cuda_kernels(monkeypatch):
     """Decided without touching a GPU, so it runs on CPU-only machines."""
     monkeypatch.setenv(selfcheck.CUDA_NATIVE_ENV, "0")
-    for op in selfcheck.OPS:
+    for op in SPECS:
         result = selfcheck._decide(op, torch.device("cuda", 0), torch.float32)
         assert result.status == "disabled" and not result.use_native
         assert "FTDFAST_CUDA_NATIVE=0" in result.describe()
@@ -296,7 +298,7 @@ def test_cuda_native_off_on_a_gpu_uses_the_reference(monkeypatch):
 
 @pytest.mark.skipif(not (_ext.HAS_CUDA and torch.cuda.is_available()), reason="needs the CUDA kernels and a GPU")
 def test_cuda_kernels_pass_their_check():
-    for op in selfcheck.OPS:
+    for op in SPECS:
         for dtype in selfcheck.DTYPES:
             result = selfcheck.check(op, "cuda", dtype)
             assert result.status == "ok", (op, dtype, result.describe())

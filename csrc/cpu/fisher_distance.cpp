@@ -43,7 +43,47 @@
 
 #include "ftdfast/checks.h"
 #include "ftdfast/cpu_loops.h"
-#include "ftdfast/params.h"
+#include "ftdfast/fisher_distance.h"
+
+// The ops' schemas; their CPU kernels are registered at the end of this file.
+namespace ftdfast {
+
+// Declared, and documented, in the op header.
+FisherDistanceParams make_fisher_distance_params(at::TensorList f_a, at::TensorList f_b) {
+  TORCH_CHECK(f_a.size() == f_b.size(),
+              "ftdfast: f_a and f_b must have the same length (one tensor per parameter), got ",
+              f_a.size(), " and ", f_b.size());
+  TORCH_CHECK(!f_a.empty(), "ftdfast: f_a and f_b must not be empty (one tensor per parameter)");
+  FisherDistanceParams p{static_cast<int64_t>(f_a.size()), 0};
+  for (size_t k = 0; k < f_a.size(); ++k) {
+    const std::string a_name = "f_a[" + std::to_string(k) + "]";
+    const std::string b_name = "f_b[" + std::to_string(k) + "]";
+    FTDFAST_CHECK_FLOATING(f_a[k], a_name);
+    FTDFAST_CHECK_FLOATING(f_b[k], b_name);
+    FTDFAST_CHECK_SAME_DTYPE(f_a[0], "f_a[0]", f_a[k], a_name);
+    FTDFAST_CHECK_SAME_DTYPE(f_a[0], "f_a[0]", f_b[k], b_name);
+    FTDFAST_CHECK_SAME_DEVICE(f_a[0], "f_a[0]", f_a[k], a_name);
+    FTDFAST_CHECK_SAME_DEVICE(f_a[0], "f_a[0]", f_b[k], b_name);
+    TORCH_CHECK(f_a[k].sizes() == f_b[k].sizes(), "ftdfast: ", a_name, " and ", b_name,
+                " must have the same shape, got ", f_a[k].sizes(), " and ", f_b[k].sizes());
+    p.numel += f_a[k].numel();
+  }
+  return p;
+}
+
+FisherDistanceMatrixParams make_fisher_distance_matrix_params(const at::Tensor& rows,
+                                                              const at::Tensor& cols) {
+  FTDFAST_CHECK_DIM(rows, "rows (R, P)", 2);
+  FTDFAST_CHECK_DIM(cols, "cols (C, P)", 2);
+  FTDFAST_CHECK_SIZE_MATCH(rows, "rows", cols, "cols", 1, "P (parameters)");
+  FTDFAST_CHECK_FLOATING(rows, "rows");
+  FTDFAST_CHECK_FLOATING(cols, "cols");
+  FTDFAST_CHECK_SAME_DTYPE(rows, "rows", cols, "cols");
+  FTDFAST_CHECK_SAME_DEVICE(rows, "rows", cols, "cols");
+  return {rows.size(0), cols.size(0), rows.size(1)};
+}
+
+}  // namespace ftdfast
 
 namespace ftdfast::cpu {
 namespace {

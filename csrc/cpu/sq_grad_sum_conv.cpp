@@ -37,7 +37,7 @@
 
 #include "ftdfast/checks.h"
 #include "ftdfast/cpu_loops.h"
-#include "ftdfast/params.h"
+#include "ftdfast/sq_grad_sum.h"
 
 // Fortran BLAS as exported by libtorch (MKL / OpenBLAS builds). Weak: when
 // the running torch lacks them, at::mm_out is used instead.
@@ -49,6 +49,84 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n, 
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc) __attribute__((weak));
 }
+
+// The op's schema; its CPU kernel is registered at the end of this file.
+namespace ftdfast {
+
+// Declared, and documented, in the op header.
+SqGradSumConvParams make_sq_grad_sum_conv_params(
+    const at::Tensor& input, const at::Tensor& grad_output, at::IntArrayRef weight_shape,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(input.dim() >= 3 && input.dim() <= 5,
+              "ftdfast: input (n, C_in, *spatial) must be 3-D, 4-D or 5-D (Conv1d/2d/3d), got a ",
+              input.dim(), "-D tensor of shape ", input.sizes());
+  const int64_t d = input.dim() - 2;
+  FTDFAST_CHECK_DIM(grad_output, "grad_output (n, C_out, *spatial_out)", input.dim());
+  TORCH_CHECK(static_cast<int64_t>(weight_shape.size()) == d + 2, "ftdfast: weight_shape must have ",
+              d + 2, " entries (C_out, C_in / groups, *kernel) for a ", d, "-D convolution, got ",
+              weight_shape);
+  TORCH_CHECK(static_cast<int64_t>(stride.size()) == d, "ftdfast: stride must have ", d,
+              " entries, got ", stride);
+  TORCH_CHECK(static_cast<int64_t>(padding.size()) == d, "ftdfast: padding must have ", d,
+              " entries, got ", padding);
+  TORCH_CHECK(static_cast<int64_t>(dilation.size()) == d, "ftdfast: dilation must have ", d,
+              " entries, got ", dilation);
+  TORCH_CHECK(groups > 0, "ftdfast: groups must be positive, got ", groups);
+  for (int64_t j = 0; j < d; ++j) {
+    TORCH_CHECK(stride[j] > 0, "ftdfast: stride must be positive, got ", stride);
+    TORCH_CHECK(padding[j] >= 0, "ftdfast: padding must be non-negative, got ", padding);
+    TORCH_CHECK(dilation[j] > 0, "ftdfast: dilation must be positive, got ", dilation);
+    TORCH_CHECK(weight_shape[2 + j] > 0, "ftdfast: kernel sizes (weight_shape[2:]) must be positive, got ",
+                weight_shape);
+  }
+  TORCH_CHECK(weight_shape[0] >= 0 && weight_shape[1] >= 0,
+              "ftdfast: weight_shape must be non-negative, got ", weight_shape);
+  FTDFAST_CHECK_SIZE_MATCH(input, "input", grad_output, "grad_output", 0, "n (samples)");
+  TORCH_CHECK(input.size(1) == weight_shape[1] * groups, "ftdfast: input has ", input.size(1),
+              " channels but weight_shape ", weight_shape, " with groups = ", groups, " expects ",
+              weight_shape[1] * groups, " (C_in / groups = weight_shape[1])");
+  TORCH_CHECK(grad_output.size(1) == weight_shape[0], "ftdfast: grad_output has ", grad_output.size(1),
+              " channels but weight_shape ", weight_shape, " has C_out = ", weight_shape[0]);
+  TORCH_CHECK(weight_shape[0] % groups == 0, "ftdfast: C_out = weight_shape[0] = ", weight_shape[0],
+              " must be divisible by groups = ", groups);
+  SqGradSumConvParams p{};
+  p.n = input.size(0);
+  p.dims = d;
+  p.c_in = input.size(1);
+  p.c_out = weight_shape[0];
+  p.groups = groups;
+  p.weight_shape = weight_shape.vec();
+  for (int64_t j = 0; j < 3; ++j) {
+    p.in[j] = p.out[j] = p.kernel[j] = p.stride[j] = p.dilation[j] = 1;
+    p.padding[j] = 0;
+  }
+  for (int64_t j = 0; j < d; ++j) {
+    const int64_t q = 3 - d + j;  // leading 1s
+    p.in[q] = input.size(2 + j);
+    p.kernel[q] = weight_shape[2 + j];
+    p.stride[q] = stride[j];
+    p.padding[q] = padding[j];
+    p.dilation[q] = dilation[j];
+    const int64_t span = dilation[j] * (weight_shape[2 + j] - 1) + 1;
+    const int64_t padded = input.size(2 + j) + 2 * padding[j];
+    TORCH_CHECK(padded >= span, "ftdfast: input spatial dim ", j, " (size ", input.size(2 + j),
+                " + 2 * padding ", padding[j], ") is smaller than the dilated kernel (", span,
+                "); input shape ", input.sizes(), ", weight_shape ", weight_shape);
+    p.out[q] = (padded - span) / stride[j] + 1;
+    TORCH_CHECK(grad_output.size(2 + j) == p.out[q], "ftdfast: grad_output spatial dim ", j, " is ",
+                grad_output.size(2 + j), " but the convolution of input ", input.sizes(),
+                " with weight_shape ", weight_shape, ", stride ", stride, ", padding ", padding,
+                ", dilation ", dilation, " gives ", p.out[q], " (grad_output shape ",
+                grad_output.sizes(), ")");
+  }
+  FTDFAST_CHECK_FLOATING(input, "input");
+  FTDFAST_CHECK_FLOATING(grad_output, "grad_output");
+  FTDFAST_CHECK_SAME_DTYPE(input, "input", grad_output, "grad_output");
+  FTDFAST_CHECK_SAME_DEVICE(input, "input", grad_output, "grad_output");
+  return p;
+}
+
+}  // namespace ftdfast
 
 namespace ftdfast::cpu {
 namespace {

@@ -25,7 +25,26 @@
 
 #include "ftdfast/checks.h"
 #include "ftdfast/cpu_loops.h"
-#include "ftdfast/params.h"
+#include "ftdfast/sq_grad_sum.h"
+
+// The op's schema; its CPU kernel is registered at the end of this file.
+namespace ftdfast {
+
+// Declared, and documented, in the op header.
+SqGradSumLinearParams make_sq_grad_sum_linear_params(
+    const at::Tensor& a, const at::Tensor& g) {
+  FTDFAST_CHECK_DIM(a, "a (n, t, i)", 3);
+  FTDFAST_CHECK_DIM(g, "g (n, t, o)", 3);
+  FTDFAST_CHECK_SIZE_MATCH(a, "a", g, "g", 0, "n (samples)");
+  FTDFAST_CHECK_SIZE_MATCH(a, "a", g, "g", 1, "t (positions)");
+  FTDFAST_CHECK_FLOATING(a, "a");
+  FTDFAST_CHECK_FLOATING(g, "g");
+  FTDFAST_CHECK_SAME_DTYPE(a, "a", g, "g");
+  FTDFAST_CHECK_SAME_DEVICE(a, "a", g, "g");
+  return {a.size(0), a.size(1), a.size(2), g.size(2)};
+}
+
+}  // namespace ftdfast
 
 namespace ftdfast::cpu {
 namespace {

@@ -1,6 +1,6 @@
 // CUDA kernels for ftdfast::fisher_distance and the element-wise part of
 // ftdfast::fisher_distance_matrix (no torch headers; launched by
-// csrc/cuda/ops_cuda.cpp).
+// csrc/cuda/fisher_distance_glue.cpp).
 //
 // fisher_distance: f_a, f_b lists of per-parameter Fisher diagonals ->
 //   d = || sqrt(f_a / tr f_a) - sqrt(f_b / tr f_b) ||_2 / sqrt(2)
@@ -20,7 +20,7 @@
 
 #include <cuda_runtime.h>
 
-#include "ftdfast/cuda_kernels.h"
+#include "ftdfast/fisher_distance.h"
 #include "launch.cuh"
 
 namespace ftdfast::cuda {

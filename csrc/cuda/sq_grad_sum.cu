@@ -1,5 +1,5 @@
 // CUDA kernels for ftdfast::sq_grad_sum_linear and ftdfast::sq_grad_sum_conv
-// (no torch headers; launched by csrc/cuda/ops_cuda.cpp).
+// (no torch headers; launched by csrc/cuda/sq_grad_sum_glue.cpp).
 //
 // Both compute, per conv group (one for the linear op),
 //   S[m, c] = sum_n G_n[m, c]^2,   G_n[m, c] = sum_t B_n[t, m] * A_n[t, c],
@@ -20,7 +20,7 @@
 
 #include <cuda_runtime.h>
 
-#include "ftdfast/cuda_kernels.h"
+#include "ftdfast/sq_grad_sum.h"
 #include "launch.cuh"
 
 namespace ftdfast::cuda {

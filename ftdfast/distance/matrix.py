@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import ops
+from ..native import ops
 from ..cache import Cache
 from ..fisher import fisher_diagonal
 from ..fisher.losses import FISHER_KINDS

@@ -13,7 +13,7 @@ from typing import Callable, Dict
 
 import torch
 
-from .. import ops
+from ..native import ops
 from .inputs import FisherLike, align, checked_total, common_dtype_device
 
 
@@ -30,7 +30,7 @@ def fisher_task_distance(F_ab: FisherLike, F_bb: FisherLike) -> float:
     Returns:
         d in [0, 1] as a float: 0 for proportional Fishers, 1 for disjoint supports. The traces
         ``tr`` sum over the whole model, so scaling either Fisher by a positive constant leaves d
-        unchanged. Computed with :func:`ftdfast.ops.fisher_distance` (native kernel accumulating
+        unchanged. Computed with :func:`ftdfast.native.ops.fisher_distance` (native kernel accumulating
         in float64, or the float64 reference); float32 inputs give a result rounded to float32.
 
     Raises:

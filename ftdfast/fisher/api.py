@@ -6,7 +6,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from .. import _ext
+from ..native import _ext
 from .._version import __version__
 from .. import distributed as D
 from ..progress import progress_bar

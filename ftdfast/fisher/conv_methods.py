@@ -25,7 +25,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from .. import _ext, ops
+from ..native import _ext, ops
 from ..workspace import chunk_size, workspace_elements
 from .factors import ConvWeight
 

@@ -1,10 +1,10 @@
 // A minimal CUDA emulator for checking ftdfast's kernels without a GPU.
 //
-// Include this, then a csrc/cuda/*.cu file, in a host C++ translation unit
-// (g++ -std=c++20 -pthread). A launch runs every block in turn with one OS
-// thread per CUDA thread; __syncthreads is a std::barrier over the block's
-// threads, __shared__ variables are function statics (one per block at a
-// time, since blocks run one after another). This checks index arithmetic,
+// run.sh compiles each csrc/cuda/*.cu as host C++ with this file in front
+// (g++ -std=c++20 -pthread -include emu.h -x c++). A launch runs every
+// block in turn with one OS thread per CUDA thread; __syncthreads is a
+// std::barrier over the block's threads, __shared__ variables are function
+// statics (one per block at a time, since blocks run one after another). This checks index arithmetic,
 // bounds, tiling, split and reduction logic and barrier placement, not the
 // memory model or performance. Host memory stands in for device memory.
 #pragma once

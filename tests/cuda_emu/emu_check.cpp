@@ -13,7 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "ftdfast/cuda_kernels.h"
+#include "ftdfast/fisher_distance.h"
+#include "ftdfast/sq_grad_sum.h"
 
 using namespace ftdfast::cuda;
 

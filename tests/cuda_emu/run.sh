@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and runs the CUDA-kernel emulator check (no GPU needed): the kernels
-# of csrc/cuda/*.cu run on CPU threads against naive float64 references.
+# Builds and runs the CUDA-kernel emulator check (no GPU needed): every
+# csrc/cuda/*.cu, compiled as host C++ with emu.h in front, runs on CPU threads
+# under emu_check.cpp against naive float64 references.
 # Needs g++ with C++20 and the CUDA headers ($CUDA_HOME/include, default
 # /usr/local/cuda). Run from anywhere; exit status 0 when every check passes.
 set -euo pipefail
@@ -9,10 +10,17 @@ root="$(cd "$here/../.." && pwd)"
 cuda="${CUDA_HOME:-/usr/local/cuda}"
 out="${TMPDIR:-/tmp}/ftdfast_cuda_emu"
 mkdir -p "$out"
-flags=(-std=c++20 -O1 -pthread -Wall -Wno-unknown-pragmas -I"$root/csrc/include" -I"$cuda/include")
-for src in emu_sq_grad_sum emu_fisher_distance emu_check; do
-  g++ "${flags[@]}" -c "$here/$src.cpp" -o "$out/$src.o" &
+flags=(-std=c++20 -O1 -pthread -Wall -Wno-unknown-pragmas -DFTDFAST_WITH_CUDA -I"$root/csrc/include" -I"$cuda/include")
+objects=("$out/emu_check.o")
+pids=()
+g++ "${flags[@]}" -c "$here/emu_check.cpp" -o "$out/emu_check.o" &
+pids+=($!)
+for cu in "$root"/csrc/cuda/*.cu; do
+  name="$(basename "$cu" .cu)"
+  g++ "${flags[@]}" -include "$here/emu.h" -x c++ -c "$cu" -o "$out/kernel_$name.o" &
+  pids+=($!)
+  objects+=("$out/kernel_$name.o")
 done
-wait
-g++ -pthread "$out"/emu_sq_grad_sum.o "$out"/emu_fisher_distance.o "$out"/emu_check.o -o "$out/emu_check"
+for pid in "${pids[@]}"; do wait "$pid"; done  # fails on the first failed compile
+g++ -pthread "${objects[@]}" -o "$out/emu_check"
 "$out/emu_check"

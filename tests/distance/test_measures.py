@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ftdfast import _ext
+from ftdfast.native import _ext
 from ftdfast.distance import cosine_distance, fisher_task_distance, legacy_distance, pad_head, pad_to_common
 from ftdfast.fisher import FisherDiagonal
 

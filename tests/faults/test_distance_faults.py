@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from ftdfast import _ext, ops, reference
+from ftdfast.native import _ext, ops, reference
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-6}
 SCALES = {

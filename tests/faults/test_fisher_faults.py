@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ftdfast
-from ftdfast import _ext
+from ftdfast.native import _ext
 
 
 def mlp(dtype=torch.float32):

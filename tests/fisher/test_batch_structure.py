@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import ftdfast
-from ftdfast import _ext
+from ftdfast.native import _ext
 from ftdfast.fisher import fallback
 
 RTOL = 1e-9

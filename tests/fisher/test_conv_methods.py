@@ -55,7 +55,7 @@ def test_unfold_and_native_only_where_they_apply():
     assert "unfold" in conv_methods.applicable(_factor())
     assert "unfold" not in conv_methods.applicable(_factor(groups=2))
     assert "unfold" not in conv_methods.applicable(_factor(transposed=True))
-    assert ("native" in conv_methods.applicable(_factor(groups=2))) == ftdfast._ext.HAS_NATIVE
+    assert ("native" in conv_methods.applicable(_factor(groups=2))) == ftdfast.native._ext.HAS_NATIVE
     assert "native" not in conv_methods.applicable(_factor(), "ref")
     assert "native" not in conv_methods.applicable(_factor(transposed=True))
 
@@ -64,13 +64,13 @@ def test_choice_is_timed_once_then_cached(monkeypatch):
     monkeypatch.delenv("FTDFAST_CONV_METHOD", raising=False)
     monkeypatch.setattr(conv_methods, "_CHOICE", {})
     f = _factor()
-    first = conv_methods.choose(f, ftdfast.ops.sq_grad_sum_linear, "auto")
+    first = conv_methods.choose(f, ftdfast.native.ops.sq_grad_sum_linear, "auto")
     assert first in conv_methods.applicable(f) and len(conv_methods._CHOICE) == 1
     monkeypatch.setattr(conv_methods, "METHODS", {})  # a cached choice runs nothing
-    assert conv_methods.choose(f, ftdfast.ops.sq_grad_sum_linear, "auto") == first
+    assert conv_methods.choose(f, ftdfast.native.ops.sq_grad_sum_linear, "auto") == first
 
 
 def test_unknown_forced_method(monkeypatch):
     monkeypatch.setenv("FTDFAST_CONV_METHOD", "winograd")
     with pytest.raises(ValueError, match="FTDFAST_CONV_METHOD='winograd'"):
-        conv_methods.choose(_factor(), ftdfast.ops.sq_grad_sum_linear, "auto")
+        conv_methods.choose(_factor(), ftdfast.native.ops.sq_grad_sum_linear, "auto")

@@ -140,7 +140,7 @@ def test_model_returning_a_tuple():
 
 
 def test_native_backend_without_extension_names_the_build_command(monkeypatch):
-    from ftdfast import _ext
+    from ftdfast.native import _ext
     monkeypatch.setattr(_ext, "HAS_NATIVE", False)
     with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):
         run(mlp(), data(), backend="native")

@@ -1,7 +1,9 @@
-"""Pure-PyTorch reference implementations of the native ops.
+"""Pure-PyTorch reference implementations of the native ops, and each op's spec.
 
 They are the fallback when ``ftdfast._C`` is missing (or has no kernel for a
-device) and the oracle the native kernels are tested against.
+device) and the oracle the native kernels are tested against. Each op's
+:class:`~ftdfast.native.spec.OpSpec` (its reference, input check, fake kernel,
+sample problems and tolerances) follows its reference; :data:`SPECS` lists them.
 
 Index letters: n sample, t position, i in (features), o out (features).
 """
@@ -12,7 +14,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from .workspace import chunk_size, workspace_elements
+from ..workspace import chunk_size, workspace_elements
+from .spec import OpSpec, Problems
+
+# The dtypes the native kernels take (the fake kernels say so, as the kernels do).
+KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 def _check_sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> None:
@@ -309,3 +315,151 @@ def fisher_distance_matrix_ref(rows: torch.Tensor, cols: torch.Tensor) -> torch.
     for r, c in (d2 < 1e-2).nonzero().tolist():
         d2[r, c] = 0.5 * (sr[r] - sc[c]).square().sum()
     return d2.clamp(0.0, 1.0).sqrt().to(rows.dtype)
+
+
+# ----------------------------------------------------------------------------- the specs
+# Sample problems are float64 CPU tensors drawn from the generator given, with readable ids;
+# the tests and the self-check round them to the dtype and move them to the device under test.
+
+def _dtype_check(x: torch.Tensor, name: str) -> None:
+    torch._check(x.dtype in KERNEL_DTYPES, lambda: f"ftdfast: {name} must have dtype float32 or float64, got {x.dtype}")
+
+
+def _sq_grad_sum_linear_fake(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    torch._check(a.dim() == 3, lambda: f"ftdfast: a (n, t, i) must be 3-D, got {a.dim()}-D")
+    torch._check(g.dim() == 3, lambda: f"ftdfast: g (n, t, o) must be 3-D, got {g.dim()}-D")
+    torch._check(a.shape[0] == g.shape[0], lambda: "ftdfast: a and g must agree on dim 0 = n (samples)")
+    torch._check(a.shape[1] == g.shape[1], lambda: "ftdfast: a and g must agree on dim 1 = t (positions)")
+    torch._check(a.dtype == g.dtype, lambda: "ftdfast: a and g must have the same dtype")
+    return a.new_empty((g.shape[2], a.shape[2]))
+
+
+def _linear(gen: torch.Generator, shapes: dict) -> Problems:
+    """(a (n, t, i), g (n, t, o)) for each id -> (n, t, i, o)."""
+    return {pid: (torch.randn(n, t, i, generator=gen, dtype=torch.float64),
+                  torch.randn(n, t, o, generator=gen, dtype=torch.float64))
+            for pid, (n, t, i, o) in shapes.items()}
+
+
+SQ_GRAD_SUM_LINEAR = OpSpec(
+    name="sq_grad_sum_linear", reference=sq_grad_sum_linear_ref, check=_check_sq_grad_sum_linear,
+    fake=_sq_grad_sum_linear_fake,
+    # The CPU kernel's fused loop (t <= 8), its one GEMM (t = 1) and its BLAS path (t > 8).
+    samples=lambda gen: _linear(gen, {"fused_5_3_7_6": (5, 3, 7, 6), "t1_gemm": (4, 1, 9, 5),
+                                      "t11_blas": (3, 11, 5, 4)}),
+    awkward_samples=lambda gen: _linear(gen, {
+        "odd_3_5_7_11": (3, 5, 7, 11), "t1": (16, 1, 20, 10), "t1_n1": (1, 1, 4, 3), "n1": (1, 33, 12, 5),
+        "n0": (0, 5, 4, 3), "t0": (3, 0, 4, 3), "i0_o0": (3, 2, 0, 0), "o1_i1": (6, 4, 1, 1),
+        "t16_exact_chunk": (4, 16, 33, 20), "t17_chunk_remainder": (4, 17, 9, 6),
+        # Few output tiles: samples split over blocks (CUDA) or threads (CPU), partials summed.
+        "tiny_oi_many_samples": (300, 3, 5, 4), "tiny_oi_long_t": (40, 100, 3, 2),
+        # Many tiles, several in each direction with remainders.
+        "large_oi": (3, 9, 515, 259), "transformer_like": (4, 64, 256, 192)}),
+    tolerance={torch.float64: 1e-10, torch.float32: 1e-4}, relative=True)
+
+
+def _sq_grad_sum_conv_fake(input, grad_output, weight_shape, stride, padding, dilation, groups):
+    _check_sq_grad_sum_conv(input, grad_output, weight_shape, stride, padding, dilation, groups)
+    _dtype_check(input, "input")
+    return input.new_empty(list(weight_shape))
+
+
+def _conv(gen: torch.Generator, cases: dict) -> Problems:
+    """(input, grad_output, weight_shape, stride, padding, dilation, groups) for each id ->
+    (n, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)."""
+    out = {}
+    for pid, (n, ci, co, spatial, kernel, stride, padding, dilation, groups) in cases.items():
+        x = torch.randn((n, ci) + tuple(spatial), generator=gen, dtype=torch.float64)
+        spatial_out = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                            for s, k, st, p, d in zip(spatial, kernel, stride, padding, dilation))
+        gy = torch.randn((n, co) + spatial_out, generator=gen, dtype=torch.float64)
+        out[pid] = (x, gy, [co, ci // groups, *kernel], list(stride), list(padding), list(dilation), groups)
+    return out
+
+
+SQ_GRAD_SUM_CONV = OpSpec(
+    name="sq_grad_sum_conv", reference=sq_grad_sum_conv_ref, check=_check_sq_grad_sum_conv,
+    fake=_sq_grad_sum_conv_fake,
+    samples=lambda gen: _conv(gen, {
+        "2d_stride_pad_dil_g2": (3, 4, 6, (7, 6), (3, 2), (2, 1), (1, 0), (1, 2), 2),
+        "1d_pad_dil": (2, 3, 5, (9,), (3,), (1,), (1,), (2,), 1)}),
+    awkward_samples=lambda gen: _conv(gen, {
+        "1d_basic": (3, 4, 6, (9,), (3,), (1,), (0,), (1,), 1),
+        "1d_stride_pad_dil_g2": (3, 4, 6, (11,), (3,), (2,), (1,), (2,), 2),
+        "2d_n1": (1, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        "2d_n0": (0, 3, 5, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        "2d_odd": (4, 3, 7, (9, 5), (3, 2), (2, 1), (1, 0), (1, 2), 1),
+        "2d_stride3_pad2": (3, 2, 3, (10, 8), (2, 3), (3, 2), (2, 2), (1, 1), 1),
+        "2d_groups2": (3, 4, 6, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 2),
+        "2d_depthwise": (4, 6, 6, (7, 8), (3, 3), (2, 1), (1, 2), (1, 2), 6),
+        "2d_depthwise_mult2": (2, 3, 6, (6, 6), (3, 3), (1, 1), (1, 1), (1, 1), 3),
+        "2d_1x1_stride2": (4, 8, 16, (8, 8), (1, 1), (2, 2), (0, 0), (1, 1), 1),
+        "2d_kernel_eq_input": (3, 2, 4, (5, 5), (5, 5), (1, 1), (0, 0), (1, 1), 1),
+        "2d_lenet1": (64, 1, 6, (28, 28), (5, 5), (1, 1), (2, 2), (1, 1), 1),
+        "2d_many_channels": (2, 130, 300, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        "2d_resnet_layer1_like": (8, 64, 64, (16, 16), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        "2d_long_positions": (2, 3, 4, (130, 140), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        "2d_tiny_weight_many_samples": (200, 1, 2, (6, 6), (2, 2), (1, 1), (0, 0), (1, 1), 1),
+        "3d_basic_g2": (3, 4, 8, (5, 6, 7), (2, 3, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1), 2),
+        "3d_stride_dil": (2, 3, 4, (7, 8, 9), (3, 2, 3), (2, 1, 2), (0, 1, 1), (1, 2, 1), 1)}),
+    tolerance={torch.float64: 1e-10, torch.float32: 1e-4}, relative=True)
+
+
+def _fisher_distance_fake(f_a, f_b):
+    _check_fisher_distance(f_a, f_b)
+    _dtype_check(f_a[0], "f_a[0]")
+    return f_a[0].new_empty(())
+
+
+def _fishers(gen: torch.Generator, lists: dict) -> Problems:
+    """(f_a, f_b), non-negative (squared normals: entries span orders of magnitude) for each id -> shapes."""
+    return {pid: ([torch.randn(s, generator=gen, dtype=torch.float64).square() for s in shapes],
+                  [torch.randn(s, generator=gen, dtype=torch.float64).square() for s in shapes])
+            for pid, shapes in lists.items()}
+
+
+def _fisher_distance_samples(gen: torch.Generator) -> Problems:
+    shapes = ((3, 5), (7,), (), (0,), (2, 1, 3))
+    return {"mixed_shapes": ([torch.rand(s, generator=gen, dtype=torch.float64) for s in shapes],
+                             [torch.rand(s, generator=gen, dtype=torch.float64) for s in shapes])}
+
+
+FISHER_DISTANCE = OpSpec(
+    name="fisher_distance", reference=fisher_distance_ref, check=_check_fisher_distance,
+    fake=_fisher_distance_fake, samples=_fisher_distance_samples,
+    awkward_samples=lambda gen: _fishers(gen, {
+        "one_tensor": [(37,)], "mixed_shapes": [(3, 5), (7,), (2, 3, 4), (1, 1, 1, 5), (11, 13)],
+        "scalar_param": [(), (4,), ()], "with_empty": [(0,), (6, 2), (0, 3)],
+        # Several chunks (8192 entries on CUDA) in one tensor, odd remainders.
+        "multi_chunk": [(3, 70001), (5,), (131073,), ()],
+        "resnet_like": [(64, 3, 3, 3), (64,), (64,), (128, 64, 3, 3), (128,), (512, 256, 3, 3), (10, 512), (10,)]}),
+    tolerance={torch.float64: 1e-12, torch.float32: 1e-6}, relative=False)
+
+
+def _fisher_distance_matrix_fake(rows, cols):
+    _check_fisher_distance_matrix(rows, cols)
+    _dtype_check(rows, "rows")
+    return rows.new_empty((rows.shape[0], cols.shape[0]))
+
+
+def _matrices(gen: torch.Generator, shapes: dict) -> Problems:
+    """(rows (R, P), cols (C, P)), squared normals, for each id -> (R, C, P)."""
+    return {pid: (torch.randn(r, p, generator=gen, dtype=torch.float64).square(),
+                  torch.randn(c, p, generator=gen, dtype=torch.float64).square())
+            for pid, (r, c, p) in shapes.items()}
+
+
+FISHER_DISTANCE_MATRIX = OpSpec(
+    name="fisher_distance_matrix", reference=fisher_distance_matrix_ref, check=_check_fisher_distance_matrix,
+    fake=_fisher_distance_matrix_fake,
+    samples=lambda gen: {"3x2_p37": (torch.rand(3, 37, generator=gen, dtype=torch.float64),
+                                     torch.rand(2, 37, generator=gen, dtype=torch.float64))},
+    awkward_samples=lambda gen: _matrices(gen, {
+        "1x1": (1, 1, 9), "3x5": (3, 5, 17), "p1": (2, 3, 1), "r0": (0, 4, 8), "c0": (3, 0, 8),
+        "wide": (4, 2, 70001), "many_rows": (70, 33, 300)}),
+    # The identity 1 - <sqrt p, sqrt q> cancels digits near d = 0.
+    tolerance={torch.float64: 1e-9, torch.float32: 1e-5}, relative=False)
+
+# Every native op's spec, by its qualified name ("ftdfast::<name>"): a new op adds one line.
+SPECS = {spec.qualname: spec for spec in (SQ_GRAD_SUM_LINEAR, SQ_GRAD_SUM_CONV, FISHER_DISTANCE,
+                                          FISHER_DISTANCE_MATRIX)}

@@ -3,7 +3,7 @@
 Importing ``ftdfast._C`` loads the shared library, whose static initialisers
 register the ``torch.ops.ftdfast.*`` operators. A missing or broken build never
 makes ``import ftdfast`` fail: it is recorded here, and callers that need the
-native ops either fall back to ``ftdfast.reference`` or call
+native ops either fall back to ``ftdfast.native.reference`` or call
 :func:`require_native` for a clear error.
 
 Attributes:

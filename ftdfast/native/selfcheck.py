@@ -1,11 +1,11 @@
-"""First-use self-check of the native ops, and the fallback to ``ftdfast.reference`` when one fails.
+"""First-use self-check of the native ops, and the fallback to ``ftdfast.native.reference`` when one fails.
 
-The first time in a process that :mod:`ftdfast.ops` would run a native op
+The first time in a process that :mod:`ftdfast.native.ops` would run a native op
 (``torch.ops.ftdfast.<name>``) for a given (op, device, dtype), the op is run on
 a small seeded random problem on that device and compared with its
-``ftdfast.reference`` function on float64 CPU copies of the same inputs
+``ftdfast.native.reference`` function on float64 CPU copies of the same inputs
 (:func:`check`, a few milliseconds). If the kernel raises or its error exceeds
-the op's tolerance (:data:`TOLERANCE`), ftdfast warns once
+the op's tolerance (its spec's, :data:`ftdfast.native.reference.SPECS`), ftdfast warns once
 (:class:`NativeOpFallbackWarning`, naming the op, device, dtype and the error)
 and the ops use the pure-PyTorch reference for that (op, device, dtype) for the
 rest of the process. After the first call the decision is one dict lookup
@@ -27,35 +27,17 @@ import os
 import threading
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional
 
 import torch
 
 from . import _ext
-from .reference import (
-    fisher_distance_matrix_ref,
-    fisher_distance_ref,
-    sq_grad_sum_conv_ref,
-    sq_grad_sum_linear_ref,
-)
+from .reference import KERNEL_DTYPES, SPECS
+from .spec import moved
 
 SELFCHECK_ENV = "FTDFAST_CUDA_SELFCHECK"
 CUDA_NATIVE_ENV = "FTDFAST_CUDA_NATIVE"
-DTYPES = (torch.float32, torch.float64)
-
-# Largest allowed error of the native op on the self-check problems, per (op, dtype): relative to
-# max |reference| for the sums of squares, absolute for the distances (which lie in [0, 1]).
-TOLERANCE: Dict[Tuple[str, torch.dtype], float] = {
-    ("ftdfast::sq_grad_sum_linear", torch.float64): 1e-10,
-    ("ftdfast::sq_grad_sum_linear", torch.float32): 1e-4,
-    ("ftdfast::sq_grad_sum_conv", torch.float64): 1e-10,
-    ("ftdfast::sq_grad_sum_conv", torch.float32): 1e-4,
-    ("ftdfast::fisher_distance", torch.float64): 1e-12,
-    ("ftdfast::fisher_distance", torch.float32): 1e-6,
-    ("ftdfast::fisher_distance_matrix", torch.float64): 1e-9,
-    ("ftdfast::fisher_distance_matrix", torch.float32): 1e-5,
-}
-RELATIVE_ERROR_OPS = ("ftdfast::sq_grad_sum_linear", "ftdfast::sq_grad_sum_conv")
+DTYPES = KERNEL_DTYPES
 
 
 class NativeOpFallbackWarning(RuntimeWarning):
@@ -91,74 +73,6 @@ class CheckResult:
                 "disabled": f"CUDA kernels off ({CUDA_NATIVE_ENV}=0)"}[self.status]
 
 
-# ----------------------------------------------------------------------------- the problems
-# Each builds (args, float64 CPU args) from a CPU generator: tensors in args are then moved to the
-# device and dtype under test. Shapes are small and odd, and cover both kernel paths where there are two.
-
-def _linear_problems(gen: torch.Generator) -> List[tuple]:
-    return [(torch.randn(n, t, i, generator=gen, dtype=torch.float64),
-             torch.randn(n, t, o, generator=gen, dtype=torch.float64))
-            for n, t, i, o in ((5, 3, 7, 6), (4, 1, 9, 5), (3, 11, 5, 4))]  # fused, t = 1 GEMM, t > 8 BLAS
-
-
-def _conv_problems(gen: torch.Generator) -> List[tuple]:
-    out = []
-    # (n, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)
-    for n, ci, co, spatial, kernel, stride, padding, dilation, groups in (
-            (3, 4, 6, (7, 6), (3, 2), (2, 1), (1, 0), (1, 2), 2),
-            (2, 3, 5, (9,), (3,), (1,), (1,), (2,), 1)):
-        x = torch.randn((n, ci) + spatial, generator=gen, dtype=torch.float64)
-        spatial_out = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
-                            for s, k, st, p, d in zip(spatial, kernel, stride, padding, dilation))
-        gy = torch.randn((n, co) + spatial_out, generator=gen, dtype=torch.float64)
-        out.append((x, gy, [co, ci // groups, *kernel], list(stride), list(padding), list(dilation), groups))
-    return out
-
-
-def _distance_problems(gen: torch.Generator) -> List[tuple]:
-    shapes = ((3, 5), (7,), (), (0,), (2, 1, 3))
-    return [([torch.rand(s, generator=gen, dtype=torch.float64) for s in shapes],
-             [torch.rand(s, generator=gen, dtype=torch.float64) for s in shapes])]
-
-
-def _matrix_problems(gen: torch.Generator) -> List[tuple]:
-    return [(torch.rand(3, 37, generator=gen, dtype=torch.float64),
-             torch.rand(2, 37, generator=gen, dtype=torch.float64))]
-
-
-# op -> (problems, reference)
-_PROBLEMS: Dict[str, Tuple[Callable[[torch.Generator], List[tuple]], Callable]] = {
-    "ftdfast::sq_grad_sum_linear": (_linear_problems, sq_grad_sum_linear_ref),
-    "ftdfast::sq_grad_sum_conv": (_conv_problems, sq_grad_sum_conv_ref),
-    "ftdfast::fisher_distance": (_distance_problems, fisher_distance_ref),
-    "ftdfast::fisher_distance_matrix": (_matrix_problems, fisher_distance_matrix_ref),
-}
-OPS = tuple(_PROBLEMS)
-
-
-def _moved(args: Sequence, device: torch.device, dtype: torch.dtype) -> list:
-    def move(x):
-        if isinstance(x, torch.Tensor):
-            return x.to(device=device, dtype=dtype)
-        if isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
-            return [t.to(device=device, dtype=dtype) for t in x]
-        return x
-    return [move(x) for x in args]
-
-
-def _error(op: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, device: torch.device) -> float:
-    """max |got - want| (relative to max |want| for the sums of squares); inf for a wrong shape/dtype/device or NaN."""
-    if (not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != dtype
-            or got.device != device):
-        return float("inf")
-    if want.numel() == 0:
-        return 0.0
-    err = (got.detach().cpu().double() - want).abs().max().item()
-    if op in RELATIVE_ERROR_OPS:
-        err /= max(want.abs().max().item(), 1e-300)
-    return err if err == err else float("inf")  # NaN -> inf
-
-
 def env_off(name: str) -> bool:
     """Whether the 0/1 environment variable ``name`` is set to off (unset: on); another value raises ValueError."""
     value = os.environ.get(name, "").strip().lower()
@@ -170,8 +84,9 @@ def env_off(name: str) -> bool:
 
 
 def check(op: str, device: torch.device | str, dtype: torch.dtype) -> CheckResult:
-    """Run the native ``op`` (e.g. ``"ftdfast::sq_grad_sum_linear"``) on its small self-check problems
-    on ``device`` in ``dtype`` (float32 or float64) and compare with its reference on float64 CPU copies.
+    """Run the native ``op`` (e.g. ``"ftdfast::sq_grad_sum_linear"``) on its spec's samples
+    (:data:`ftdfast.native.reference.SPECS`) on ``device`` in ``dtype`` (float32 or float64) and compare
+    with its reference on float64 CPU copies, within the spec's tolerance for ``dtype``.
 
     Ignores the environment variables and records nothing: :func:`native_ok` decides from this.
     Needs the native extension with a kernel for ``device``.
@@ -179,20 +94,18 @@ def check(op: str, device: torch.device | str, dtype: torch.dtype) -> CheckResul
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    make_problems, reference = _PROBLEMS[op]
-    native = getattr(torch.ops.ftdfast, op.split("::", 1)[1])
-    tolerance = TOLERANCE[(op, dtype)]
+    spec = SPECS[op]
+    tolerance = spec.tolerance[dtype]
     gen = torch.Generator().manual_seed(0)  # its own generator: the global RNG streams are untouched
     worst, error = 0.0, None
     start = time.perf_counter()
     with torch.no_grad():
-        for args in make_problems(gen):
+        for _, inputs in spec.sample_inputs(gen, device, dtype):
             # The native op sees the test dtype; the reference float64 copies of the same (rounded) values.
-            inputs = _moved(args, device, dtype)
-            want = reference(*_moved(inputs, torch.device("cpu"), torch.float64))
+            want = spec.reference(*moved(inputs, torch.device("cpu"), torch.float64))
             try:
-                got = native(*inputs)
-                err = _error(op, got, want, dtype, device)
+                got = spec.native(*inputs)
+                err = spec.error(got, want, device, dtype)
             except Exception as exc:  # a kernel that raises on valid input is as broken as a wrong one
                 error = f"{type(exc).__name__}: {exc}".strip()
                 break
@@ -222,7 +135,7 @@ _IN_CHECK = threading.local()
 
 
 def native_ok(op: str, like: torch.Tensor, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether :mod:`ftdfast.ops` may run the native ``op`` on inputs like ``like`` (its ``device`` and
+    """Whether :mod:`ftdfast.native.ops` may run the native ``op`` on inputs like ``like`` (its ``device`` and
     ``dtype``, which the caller has at hand): the extension has a kernel for the device, and it passed
     the self-check (or the environment says to skip it).
 
@@ -271,7 +184,7 @@ def _first_use(op: str, like: torch.Tensor, device: torch.device, dtype: torch.d
             f"(slower, same results) for this op, device and dtype for the rest of the process. Please report "
             f"this with the output of `ftdfast doctor`; {SELFCHECK_ENV}=0 skips the check, "
             f"{CUDA_NATIVE_ENV}=0 turns the CUDA kernels off.",
-            NativeOpFallbackWarning, stacklevel=5)  # the caller of the ftdfast.ops function
+            NativeOpFallbackWarning, stacklevel=5)  # the caller of the ftdfast.native.ops function
     return result.use_native
 
 

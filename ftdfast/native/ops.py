@@ -2,8 +2,8 @@
 
 Each function calls ``torch.ops.ftdfast.<name>`` when the extension is built,
 has a kernel for the inputs' device and dtype, and that kernel passed its
-first-use self-check (:mod:`ftdfast.selfcheck`), and the matching
-``ftdfast.reference`` function otherwise. Index letters: n sample,
+first-use self-check (:mod:`ftdfast.native.selfcheck`), and the matching
+``ftdfast.native.reference`` function otherwise. Index letters: n sample,
 t position, i in (features), o out (features).
 """
 
@@ -13,11 +13,9 @@ from typing import Sequence
 
 import torch
 
-from ftdfast import _ext, selfcheck
-from ftdfast.reference import (
-    _check_fisher_distance,
-    _check_fisher_distance_matrix,
-    _check_sq_grad_sum_conv,
+from ftdfast.native import _ext, selfcheck
+from ftdfast.native.reference import (
+    SPECS,
     fisher_distance_matrix_ref,
     fisher_distance_ref,
     sq_grad_sum_conv_ref,
@@ -30,7 +28,7 @@ _NATIVE_DTYPES = (torch.float32, torch.float64)
 def _use_native(op: str, tensors: Sequence[torch.Tensor]) -> bool:
     """Whether the native ``op`` takes these inputs: built, one float32/float64 dtype and one device for all,
     no gradient needed (the native ops have no autograd formula), a kernel for that device which passed its
-    first-use self-check for this device and dtype (:func:`ftdfast.selfcheck.native_ok`)."""
+    first-use self-check for this device and dtype (:func:`ftdfast.native.selfcheck.native_ok`)."""
     if not (_ext.HAS_NATIVE and tensors):
         return False
     first = tensors[0]
@@ -50,7 +48,7 @@ def sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     samples, without materialising an (n, o, i) tensor. The native kernel
     handles float32/float64 without autograd; other float dtypes, devices
     without a kernel, and inputs that need gradients use
-    :func:`ftdfast.reference.sq_grad_sum_linear_ref` (differentiable).
+    :func:`ftdfast.native.reference.sq_grad_sum_linear_ref` (differentiable).
     """
     if _use_native("ftdfast::sq_grad_sum_linear", [a, g]):
         return torch.ops.ftdfast.sq_grad_sum_linear(a, g)
@@ -68,7 +66,7 @@ def sq_grad_sum_conv(input: torch.Tensor, grad_output: torch.Tensor, weight_shap
     ``weight_shape`` is (C_out, C_in / groups, *kernel). The native kernel
     handles float32/float64 without autograd; other float dtypes, devices
     without a kernel, and inputs that need gradients use
-    :func:`ftdfast.reference.sq_grad_sum_conv_ref` (differentiable).
+    :func:`ftdfast.native.reference.sq_grad_sum_conv_ref` (differentiable).
     """
     args = ([int(s) for s in weight_shape], [int(s) for s in stride], [int(s) for s in padding],
             [int(s) for s in dilation], int(groups))
@@ -90,7 +88,7 @@ def fisher_distance(f_a: Sequence[torch.Tensor], f_b: Sequence[torch.Tensor]) ->
     supports. The native kernel handles float32/float64 (accumulating in
     float64, no concatenated copy) without autograd; other float dtypes,
     devices without a kernel, empty lists and inputs that need gradients use
-    :func:`ftdfast.reference.fisher_distance_ref`.
+    :func:`ftdfast.native.reference.fisher_distance_ref`.
     """
     f_a, f_b = list(f_a), list(f_b)
     tensors = f_a + f_b
@@ -110,7 +108,7 @@ def fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tens
     sqrt(1e-16) = 1e-8 absolute, in float64 internally); use
     :func:`fisher_distance` for a single accurate small distance. The native
     kernel handles float32/float64 without autograd; other cases use
-    :func:`ftdfast.reference.fisher_distance_matrix_ref`.
+    :func:`ftdfast.native.reference.fisher_distance_matrix_ref`.
     """
     if _use_native("ftdfast::fisher_distance_matrix", [rows, cols]):
         return torch.ops.ftdfast.fisher_distance_matrix(rows, cols)
@@ -118,33 +116,5 @@ def fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tens
 
 
 if _ext.HAS_NATIVE:
-
-    @torch.library.register_fake("ftdfast::sq_grad_sum_linear")
-    def _sq_grad_sum_linear_fake(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        torch._check(a.dim() == 3, lambda: f"ftdfast: a (n, t, i) must be 3-D, got {a.dim()}-D")
-        torch._check(g.dim() == 3, lambda: f"ftdfast: g (n, t, o) must be 3-D, got {g.dim()}-D")
-        torch._check(a.shape[0] == g.shape[0], lambda: "ftdfast: a and g must agree on dim 0 = n (samples)")
-        torch._check(a.shape[1] == g.shape[1], lambda: "ftdfast: a and g must agree on dim 1 = t (positions)")
-        torch._check(a.dtype == g.dtype, lambda: "ftdfast: a and g must have the same dtype")
-        return a.new_empty((g.shape[2], a.shape[2]))
-
-    @torch.library.register_fake("ftdfast::sq_grad_sum_conv")
-    def _sq_grad_sum_conv_fake(input, grad_output, weight_shape, stride, padding, dilation, groups):
-        _check_sq_grad_sum_conv(input, grad_output, weight_shape, stride, padding, dilation, groups)
-        torch._check(input.dtype in _NATIVE_DTYPES,
-                     lambda: f"ftdfast: input must have dtype float32 or float64, got {input.dtype}")
-        return input.new_empty(list(weight_shape))
-
-    @torch.library.register_fake("ftdfast::fisher_distance")
-    def _fisher_distance_fake(f_a, f_b):
-        _check_fisher_distance(f_a, f_b)
-        torch._check(f_a[0].dtype in _NATIVE_DTYPES,
-                     lambda: f"ftdfast: f_a[0] must have dtype float32 or float64, got {f_a[0].dtype}")
-        return f_a[0].new_empty(())
-
-    @torch.library.register_fake("ftdfast::fisher_distance_matrix")
-    def _fisher_distance_matrix_fake(rows, cols):
-        _check_fisher_distance_matrix(rows, cols)
-        torch._check(rows.dtype in _NATIVE_DTYPES,
-                     lambda: f"ftdfast: rows must have dtype float32 or float64, got {rows.dtype}")
-        return rows.new_empty((rows.shape[0], cols.shape[0]))
+    for _spec in SPECS.values():  # the fake kernels: shapes for torch.compile, meta tensors and opcheck
+        torch.library.register_fake(_spec.qualname)(_spec.fake)

@@ -1,4 +1,0 @@
-// csrc/cuda/fisher_distance.cu built for the emulator (see emu.h).
-#include "emu.h"
-
-#include "../../csrc/cuda/fisher_distance.cu"
