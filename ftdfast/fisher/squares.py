@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterator, List, Sequence
 import torch
 
 from ..native import ops
-from ..reference import sq_grad_sum_linear_ref
+from ..native.reference import sq_grad_sum_linear_ref
 from ..workspace import chunk_size
 from .factors import _numel, chunked_square_sum
 
