@@ -13,6 +13,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..caches import clear_caches
 from ..data import Batch, map_tensors
+from ..factors import square_dtype, widen
 from ...workspace import chunk_size as workspace_chunk
 from .base import Backend, ParamTable
 
@@ -40,12 +41,22 @@ class FuncBackend(Backend):
             out = self.forward(batch)
         params = {k: p.detach() for k, p in self.table.params.items()}
         total = sum(p.numel() for p in params.values())
-        step = self.chunk_size or workspace_chunk(2 * total, next(iter(params.values())).dtype)
+        step = self.chunk_size or workspace_chunk(2 * total, square_dtype(next(iter(params.values())).dtype))
         fn = vmap(grad(self._inner), in_dims=(None, 0, 0))
         for v in grads_for(out):
             for start in range(0, batch.n, step):
                 part = batch.select(start, min(batch.n, start + step))
                 with torch.enable_grad():
-                    g = fn(params, part.inputs, v[start:start + part.n])
+                    try:
+                        g = fn(params, part.inputs, v[start:start + part.n])
+                    except RuntimeError as e:
+                        if "data-dependent control flow" not in str(e):
+                            raise
+                        raise RuntimeError(
+                            "backend='func' runs the whole model under torch.func.vmap, and the model's forward "
+                            "reads a tensor's values in Python control flow (e.g. transformers' attention-mask "
+                            "shortcut when an attention_mask is passed), which vmap cannot batch. Use "
+                            "backend='auto' (per-layer rules: the same Fisher), or for a transformers model "
+                            "attn_implementation='eager'") from e
                 for name, gi in g.items():
-                    self.add(name, gi.square().sum(dim=0))
+                    self.add(name, widen(gi).square().sum(dim=0))
