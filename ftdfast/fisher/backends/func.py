@@ -18,6 +18,18 @@ from ...workspace import chunk_size as workspace_chunk
 from .base import Backend, ParamTable
 
 
+# a phrase of torch.func's error -> what the model does that torch.func cannot transform
+_UNTRANSFORMABLE = {
+    "data-dependent control flow": "reads a tensor's values in Python control flow (e.g. transformers' "
+                                   "attention-mask shortcut when an attention_mask is passed; "
+                                   "attn_implementation='eager' avoids it)",
+    "saved tensor hooks": "uses saved-tensor hooks (torch.utils.checkpoint with use_reentrant=False, "
+                          "activation offloading)",
+    "setup_context": "calls an autograd.Function without torch.func support (e.g. torch.utils.checkpoint "
+                     "with use_reentrant=True)",
+}
+
+
 class FuncBackend(Backend):
     name = "func"
 
@@ -50,13 +62,12 @@ class FuncBackend(Backend):
                     try:
                         g = fn(params, part.inputs, v[start:start + part.n])
                     except RuntimeError as e:
-                        if "data-dependent control flow" not in str(e):
+                        why = next((w for key, w in _UNTRANSFORMABLE.items() if key in str(e)), None)
+                        if why is None:
                             raise
                         raise RuntimeError(
-                            "backend='func' runs the whole model under torch.func.vmap, and the model's forward "
-                            "reads a tensor's values in Python control flow (e.g. transformers' attention-mask "
-                            "shortcut when an attention_mask is passed), which vmap cannot batch. Use "
-                            "backend='auto' (per-layer rules: the same Fisher), or for a transformers model "
-                            "attn_implementation='eager'") from e
+                            f"backend='func' runs the whole model under torch.func.vmap(grad), and the model's "
+                            f"forward {why}, which torch.func cannot transform. Use backend='auto' (per-layer "
+                            "rules: the same Fisher)") from e
                 for name, gi in g.items():
                     self.add(name, widen(gi).square().sum(dim=0))
