@@ -82,8 +82,10 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         model: any ``nn.Module`` returning one output tensor (n, *out). It must be in
             eval mode where BatchNorm or dropout would mix or randomize samples (an error
             says so otherwise); it is never modified, and ``.grad`` is left untouched.
-            ``DistributedDataParallel`` / ``DataParallel`` wrappers are unwrapped: the
-            result's names are those of the inner module (no ``module.`` prefix).
+            ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers are
+            unwrapped: the result's names are those of the inner module (no ``module.`` or
+            ``_orig_mod.`` prefix), and a compiled model's Fisher is computed on its eager
+            module. Gradient checkpointing needs ``use_reentrant=False`` (an error says so).
             The forward must be deterministic: randomness that eval mode does not switch
             off, such as a functional ``F.dropout(x, p, training=True)`` (write
             ``training=self.training``), randomizes every gradient; two identical forwards
