@@ -9,3 +9,7 @@ def _quiet_fallback_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="ftdfast: (no Fisher rule|the Fisher rule for)")
         yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes over 10 s on a 2-core CPU (torch.compile); -m 'not slow' skips it")

@@ -85,8 +85,10 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
             ``.logits`` tensor (a Hugging Face ``ModelOutput``), which is read. It must be in
             eval mode where BatchNorm or dropout would mix or randomize samples (an error
             says so otherwise); it is never modified, and ``.grad`` is left untouched.
-            ``DistributedDataParallel`` / ``DataParallel`` wrappers are unwrapped: the
-            result's names are those of the inner module (no ``module.`` prefix).
+            ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers are
+            unwrapped: the result's names are those of the inner module (no ``module.`` or
+            ``_orig_mod.`` prefix), and a compiled model's Fisher is computed on its eager
+            module. Gradient checkpointing needs ``use_reentrant=False`` (an error says so).
             The forward must be deterministic: randomness that eval mode does not switch
             off, such as a functional ``F.dropout(x, p, training=True)`` (write
             ``training=self.training``), randomizes every gradient; two identical forwards
@@ -128,11 +130,17 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         max_samples: stop after this many samples (rows: sequences for the token losses; in all,
             over every rank when distributed).
         device: where to run; default: the device of the model's parameters.
-        dtype: accumulation dtype. float64 by default: sums of 10^5 and more squares lose
-            digits in float32. Each batch's sum is formed in the model's dtype and added
-            to the accumulator in ``dtype``. Passing the model's dtype (e.g. float32) halves
-            the result's memory and skips the conversion: the first batch's sum becomes the
-            accumulator. Each later batch then adds a relative rounding of about 6e-8.
+        dtype: accumulation dtype, float32 or float64. float64 by default: sums of 10^5 and
+            more squares lose digits in float32. Each batch's per-sample gradients, their
+            squares and the batch's sum are formed in the model's dtype, or in float32 for a
+            float16/bfloat16 model (in 16 bits, squares below 6e-8 underflow to 0 in float16
+            and a sum keeps 3 digits in bfloat16), then added to the accumulator in
+            ``dtype``. The result then does not depend on the batch size beyond float32
+            rounding; the error that remains is the 16-bit forward and backward's own (see
+            docs/precision.md). Passing the model's dtype (float32) halves the result's
+            memory and skips the conversion: the first batch's sum becomes the accumulator.
+            Each later batch then adds a relative rounding of about 6e-8. A 16-bit ``dtype``
+            is refused.
         progress: show a progress bar.
         strict: raise instead of using the torch.func fallback for modules without a rule.
         chunk_size: samples per vmap chunk for ``backend="func"`` (default: the ``FTDFAST_WORKSPACE_MB`` budget).
@@ -179,6 +187,11 @@ def fisher_diagonal(model: nn.Module, data: Any, *, loss: LossArg = "cross_entro
         raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    if dtype.itemsize < 4:
+        raise ValueError(
+            f"dtype={dtype} is too narrow to accumulate squared gradients (float16 squares below 6e-8 "
+            "become 0, a bfloat16 sum keeps 3 digits); pass dtype=torch.float32 or torch.float64 (the default). "
+            "A float16/bfloat16 model is fine: its squares and sums are formed in float32")
     used = _pick_backend(backend)
     engine_cls, options = BACKENDS[used]
     if fisher not in engine_cls.fisher_kinds:

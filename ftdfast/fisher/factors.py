@@ -16,16 +16,41 @@ Any class following :class:`SampleFactor` is a factor; :mod:`ftdfast.fisher.squa
 dispatches on these methods only, never on the class. No tensor of shape
 (N, *param_shape) is built where a closed form exists.
 
+Precision: per-sample gradients, their squares and their sums over samples are formed
+in :func:`square_dtype` of the factors' dtype: float32 for a float16/bfloat16 model
+(a square below 6e-8 is 0 in float16, and a bfloat16 sum of many squares keeps 3
+digits), the model's own dtype otherwise. :func:`widen` upcasts a 16-bit tensor and
+returns any other as it is (no copy), so float32 and float64 models run unchanged.
+
 Index letters: n sample, t position, i layer input feature, o output feature.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
 from ..workspace import chunk_size
+
+
+_WIDER = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
+def square_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype squares and per-batch sums of a ``dtype`` model are formed in: float32 for 16-bit floats."""
+    return _WIDER.get(dtype, dtype)
+
+
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in :func:`square_dtype` of its dtype: a float32 copy of a 16-bit tensor, else ``t`` itself."""
+    wide = _WIDER.get(t.dtype)
+    return t if wide is None else t.to(wide)
+
+
+def wide_sum(t: torch.Tensor, dim) -> torch.Tensor:
+    """``t.sum(dim)`` accumulated and returned in :func:`square_dtype` (no upcast copy of ``t``)."""
+    return t.sum(dim=dim, dtype=square_dtype(t.dtype))
 
 
 def _numel(shape) -> int:
@@ -37,16 +62,16 @@ def _numel(shape) -> int:
 
 def chunked_square_sum(factors: Sequence) -> torch.Tensor:
     """``sum_n (sum_c G_n^c)^2`` of factors with the same n and shape, from ``per_sample`` blocks that fit
-    the workspace."""
+    the workspace; in :func:`square_dtype`."""
     first = factors[0]
     shape = tuple(first.shape)
     acc = None
-    step = chunk_size(2 * _numel(shape), first.dtype)
+    step = chunk_size(2 * _numel(shape), square_dtype(first.dtype))
     for start in range(0, first.n, step):
         stop = min(first.n, start + step)
-        g = first.per_sample(start, stop)
+        g = widen(first.per_sample(start, stop))
         for f in factors[1:]:
-            g = g + f.per_sample(start, stop).reshape(g.shape)
+            g = g + widen(f.per_sample(start, stop)).reshape(g.shape)
         part = g.square().sum(dim=0)
         acc = part if acc is None else acc.add_(part)
     return acc.reshape(shape)
@@ -62,11 +87,13 @@ class SampleFactor:
     dtype: torch.dtype
 
     def per_sample(self, start: int, stop: int) -> torch.Tensor:  # pragma: no cover - interface
-        """``G_n`` for n in start:stop, shape (stop - start, *shape)."""
+        """``G_n`` for n in start:stop, shape (stop - start, *shape); ``dtype`` or :func:`square_dtype` of it."""
         raise NotImplementedError
 
     def square_sum(self, impl) -> torch.Tensor:
-        """``sum_n G_n * G_n``, shape ``shape``. ``impl``: the closed-form implementation (see squares.Impl)."""
+        """``sum_n G_n * G_n``, shape ``shape``, dtype :func:`square_dtype` of ``dtype``.
+
+        ``impl``: the closed-form implementation (see squares.Impl)."""
         return chunked_square_sum([self])
 
     @classmethod
@@ -95,11 +122,11 @@ class Outer(SampleFactor):
         return self.a.dtype
 
     def per_sample(self, start: int, stop: int) -> torch.Tensor:
-        g = torch.bmm(self.b[start:stop].transpose(1, 2), self.a[start:stop])
+        g = torch.bmm(widen(self.b[start:stop]).transpose(1, 2), widen(self.a[start:stop]))
         return g.reshape((stop - start,) + tuple(self.shape))
 
     def square_sum(self, impl) -> torch.Tensor:
-        return impl.linear(self.a, self.b).reshape(self.shape)  # (o, i) -> the parameter's shape
+        return impl.linear(widen(self.a), widen(self.b)).reshape(self.shape)  # (o, i) -> the parameter's shape
 
     @classmethod
     def merge(cls, factors):
@@ -132,13 +159,13 @@ class PerSample(SampleFactor):
         return self.g[start:stop]
 
     def square_sum(self, impl) -> torch.Tensor:
-        return self.g.square().sum(dim=0)
+        return widen(self.g).square().sum(dim=0)
 
     @classmethod
     def merge(cls, factors):
-        total = factors[0].g
+        total = widen(factors[0].g)
         for f in factors[1:]:
-            total = total + f.g.reshape(total.shape)
+            total = total + widen(f.g).reshape(total.shape)
         return cls(total)
 
 
@@ -181,20 +208,21 @@ class ConvWeight(SampleFactor):
 
     def one_sample(self, k: int) -> torch.Tensor:
         """``G_k``, shape ``self.shape``: one weight-only convolution backward."""
-        return self._backward_weight(self.gy[k:k + 1], self.x[k:k + 1], self.shape, self.groups)
+        return self._backward_weight(widen(self.gy[k:k + 1]), widen(self.x[k:k + 1]), self.shape, self.groups)
 
     def per_sample(self, start: int, stop: int) -> torch.Tensor:
         """``G_n`` for n in start:stop, as one grouped convolution (samples become groups)."""
         nc = stop - start
-        x = self.x[start:stop].reshape((1, -1) + tuple(self.x.shape[2:]))
-        gy = self.gy[start:stop].reshape((1, -1) + tuple(self.gy.shape[2:]))
+        x = widen(self.x[start:stop]).reshape((1, -1) + tuple(self.x.shape[2:]))
+        gy = widen(self.gy[start:stop]).reshape((1, -1) + tuple(self.gy.shape[2:]))
         shape = (nc * self.shape[0],) + tuple(self.shape[1:])
         g = self._backward_weight(gy, x, shape, self.groups * nc)
         return g.reshape((nc,) + tuple(self.shape))
 
     def square_sum(self, impl) -> torch.Tensor:
         from .conv_methods import conv_sum_of_squares  # conv_methods builds ConvWeight probes
-        return conv_sum_of_squares(self, impl.linear, impl.name)
+        f = self if square_dtype(self.dtype) == self.dtype else replace(self, x=widen(self.x), gy=widen(self.gy))
+        return conv_sum_of_squares(f, impl.linear, impl.name)
 
 
 @dataclass
@@ -219,7 +247,7 @@ class Scatter(SampleFactor):
 
     def per_sample(self, start: int, stop: int) -> torch.Tensor:
         nc = stop - start
-        ids, b = self.ids[start:stop], self.b[start:stop]
+        ids, b = self.ids[start:stop], widen(self.b[start:stop])
         out = b.new_zeros((nc,) + tuple(self.shape))
         rows = torch.arange(nc, device=ids.device).unsqueeze(1).expand_as(ids)
         flat = out.view(nc * self.shape[0], self.shape[1])
@@ -231,8 +259,9 @@ class Scatter(SampleFactor):
         n, t = self.ids.shape
         keys = torch.arange(n, device=self.ids.device).unsqueeze(1) * self.shape[0] + self.ids
         uniq, inverse = torch.unique(keys.reshape(-1), return_inverse=True)
-        sums = self.b.new_zeros((uniq.numel(), self.shape[1]))
-        sums.index_add_(0, inverse, self.b.reshape(n * t, self.shape[1]))
+        b = widen(self.b)
+        sums = b.new_zeros((uniq.numel(), self.shape[1]))
+        sums.index_add_(0, inverse, b.reshape(n * t, self.shape[1]))
         return sums, uniq % self.shape[0]
 
     def square_sum(self, impl) -> torch.Tensor:

@@ -38,6 +38,7 @@ share of ``max_samples`` (``len(range(r, max_samples, W))``), so the total is at
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
@@ -52,16 +53,30 @@ from .data import iter_tensors, map_tensors, num_samples_hint, split_tuple
 SHARD_MODES = ("auto", "none")
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel`` / ``DataParallel`` wrappers (any depth).
+def _compiled_module_class() -> Optional[type]:
+    """``torch.compile``'s wrapper class, where torch's compiler is loaded (a compiled model implies it is)."""
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")
+    return getattr(dynamo, "OptimizedModule", None)
 
-    Hooks go on the inner module and parameter names carry no ``module.`` prefix; the
-    wrapper's forward (gradient synchronization, scatter to devices) is not used.
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers (any depth).
+
+    Hooks go on the inner module and parameter names carry no ``module.`` or
+    ``_orig_mod.`` prefix; the wrapper's forward (gradient synchronization, scatter to
+    devices, the compiled graph) is not used: a compiled model's Fisher is computed on
+    its eager module, the same function. A compiled graph would not run the per-layer
+    hooks, and its backward (with donated buffers) cannot be taken twice.
     """
     from torch.nn.parallel import DataParallel, DistributedDataParallel
-    while isinstance(model, (DistributedDataParallel, DataParallel)):
-        model = model.module
-    return model
+    compiled = _compiled_module_class()
+    while True:
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        elif compiled is not None and isinstance(model, compiled):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def use_distributed(distributed: Optional[bool]) -> bool:

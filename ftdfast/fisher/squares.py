@@ -3,7 +3,8 @@
 :func:`sum_of_squares` takes the factors one parameter received from every call
 that used it in a forward pass (usually one), adds the calls' per-sample gradients
 and returns the sum over samples of their elementwise squares, shaped like the
-parameter, in the factors' dtype. It only uses the factor protocol of
+parameter, in float32 for float16/bfloat16 factors and in their own dtype otherwise
+(:func:`ftdfast.fisher.factors.square_dtype`). It only uses the factor protocol of
 :mod:`ftdfast.fisher.factors` (``n``, ``shape``, ``dtype``, ``per_sample``, and the
 optional ``square_sum``, ``merge`` and ``source``): any factor class works, the
 built-in ones and those of the torch.func fallback alike. No tensor of shape
@@ -22,7 +23,7 @@ import torch
 from ..native import ops
 from ..native.reference import sq_grad_sum_linear_ref
 from ..workspace import chunk_size
-from .factors import _numel, chunked_square_sum
+from .factors import _numel, chunked_square_sum, square_dtype, widen
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,10 @@ def sum_of_squares_group(factors: Dict[str, Sequence]) -> Dict[str, torch.Tensor
     for single in groups.values():
         first = next(iter(single.values()))
         total = sum(_numel(f.shape) for f in single.values())
-        step = chunk_size(2 * total, first.dtype)
+        step = chunk_size(2 * total, square_dtype(first.dtype))
         for start in range(0, first.n, step):
             stop = min(first.n, start + step)
             for name, f in single.items():
-                part = f.per_sample(start, stop).square().sum(dim=0)
+                part = widen(f.per_sample(start, stop)).square().sum(dim=0)
                 out[name] = part if name not in out else out[name].add_(part)
     return out

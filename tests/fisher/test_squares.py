@@ -62,3 +62,40 @@ def test_factors_that_disagree_on_n_are_refused():
     import pytest
     with pytest.raises(ValueError, match="sample count"):
         squares.sum_of_squares([PerSample(_g(3, 2)), PerSample(_g(4, 2))])
+
+
+
+def _tiny_factors(dtype, wide=None):
+    """One factor of each built-in kind, plus a duck-typed one, from tensors rounded to ``dtype`` (then cast to
+    ``wide``), whose per-sample gradient entries are ~1e-5 (squares ~1e-10: below float16's smallest subnormal)."""
+    from ftdfast.fisher.factors import ConvWeight, Stacked
+
+    def t(scale, *shape, seed):
+        r = (_g(*shape, seed=seed) * scale).to(dtype)
+        return r if wide is None else r.to(wide)
+    a, b, x, gy = t(1e-2, 4, 3, 5, seed=1), t(1e-3, 4, 3, 2, seed=2), t(1e-2, 4, 2, 5, 5, seed=3), \
+        t(1e-4, 4, 3, 3, 3, seed=4)
+    ids = torch.tensor([[0, 2, 2], [1, 1, 3], [0, 0, 0], [3, 2, 1]])
+    return {"outer": Outer(a, b, (2, 5)), "per_sample": PerSample(t(1e-4, 4, 6, seed=5)),
+            "conv": ConvWeight(x, gy, (3, 2, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+            "scatter": Scatter(ids, b, (4, 2)), "stacked": Stacked((Outer(a, b, (2, 5)), Outer(a, b, (2, 5)))),
+            "duck_typed": Explicit(t(1e-4, 4, 6, seed=6))}
+
+
+def test_16_bit_factors_are_squared_and_summed_in_float32():
+    for dtype in (torch.float16, torch.bfloat16):
+        reference = _tiny_factors(dtype, wide=torch.float64)  # the same rounded factors, squared in float64
+        for kind, f in _tiny_factors(dtype).items():
+            want = squares.sum_of_squares([reference[kind]])
+            got = squares.sum_of_squares([f])
+            assert got.dtype == torch.float32, (dtype, kind)
+            assert bool((got[want > 0] > 0).all()), (dtype, kind)  # no square underflowed
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0, msg=lambda m: f"{dtype} {kind}: {m}")
+
+
+def test_float32_and_float64_tensors_are_not_copied_to_be_squared():
+    from ftdfast.fisher.factors import square_dtype, widen
+    for dtype in (torch.float32, torch.float64):
+        t = _g(3, 2).to(dtype)
+        assert widen(t) is t and square_dtype(dtype) is dtype
+        assert squares.sum_of_squares([_tiny_factors(dtype)["outer"]]).dtype == dtype

@@ -1,6 +1,8 @@
 """What every backend shares: the table of trainable parameters, the accumulators and the forward call."""
 from __future__ import annotations
 
+import sys
+from functools import partial
 from typing import Callable, Dict, Iterable, Optional
 
 import torch
@@ -11,6 +13,47 @@ from ..data import Batch, ModelOutputError
 from ..losses import FISHER_KINDS
 
 GradsFor = Callable[[torch.Tensor], Iterable[torch.Tensor]]
+
+
+class ReentrantCheckpointError(RuntimeError):
+    """A module of the model runs inside ``torch.utils.checkpoint(..., use_reentrant=True)``."""
+
+
+def _reentrant_checkpoint_code():
+    """The code of torch's reentrant checkpoint forward (its frame is on the stack while the checkpointed part runs)."""
+    from torch.utils import checkpoint
+    fn = getattr(getattr(checkpoint, "CheckpointFunction", None), "forward", None)
+    return getattr(fn, "__code__", None)
+
+
+def _inside(code) -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def refuse_reentrant_checkpoint(name: str, module: nn.Module, args) -> None:
+    """A forward pre-hook: raise when ``module`` runs under a reentrant ``torch.utils.checkpoint``.
+
+    That checkpoint runs its part of the forward without gradients and recomputes it in a
+    backward that only ``loss.backward()`` supports: ``torch.autograd.grad`` (which every
+    backend takes, per sample or per batch) fails there, and where no input of the part
+    requires grad its parameters silently get no gradient at all.
+    """
+    if torch.is_grad_enabled():
+        return
+    code = _reentrant_checkpoint_code()
+    if code is not None and _inside(code):
+        raise ReentrantCheckpointError(
+            f"module {name or '<model>'} ({type(module).__qualname__}) runs inside torch.utils.checkpoint with "
+            "use_reentrant=True, whose backward supports only loss.backward(): the per-sample gradients "
+            "ftdfast takes with torch.autograd.grad fail there, or come out as 0 when no input of the "
+            "checkpointed part requires grad. Use use_reentrant=False (checkpoint(fn, *args, "
+            "use_reentrant=False); for a transformers model model.gradient_checkpointing_enable("
+            "gradient_checkpointing_kwargs={'use_reentrant': False})): the same values, and it works")
 
 
 class ParamTable:
@@ -49,6 +92,7 @@ class Backend:
         self.model, self.table = model, table
         self.acc: Dict[str, torch.Tensor] = {}
         self.caches = find_caches(model)  # eval-mode parameter caches, emptied before each graph (see eval_caches.py)
+        self._checkpoint_checked = False  # the first forward with gradients looks for a reentrant checkpoint
 
     def start(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
@@ -80,16 +124,25 @@ class Backend:
     def forward(self, batch: Batch, model: Optional[nn.Module] = None) -> torch.Tensor:
         """The model's output tensor z (n, *out) on ``batch``; a shape mismatch becomes an error naming the data's shape."""
         model = self.model if model is None else model
+        handles = []
         if torch.is_grad_enabled():
             clear_caches(self.caches)  # a cached parameter-derived tensor would hide its parameter from autograd
+            if not self._checkpoint_checked:
+                self._checkpoint_checked = True
+                handles = [m.register_forward_pre_hook(partial(refuse_reentrant_checkpoint, name))
+                           for name, m in self.model.named_modules()
+                           if any(p.requires_grad for p in m.parameters(recurse=False))]
         try:
             out = batch.call(model)
-        except ModelOutputError:
-            raise  # it ran; what it returned is the problem, and the error says so
+        except (ModelOutputError, ReentrantCheckpointError):
+            raise  # it ran; what it returned, or how it checkpoints, is the problem, and the error says so
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             raise ValueError(
                 f"batch {batch.index}: the model could not run on inputs of shape {describe_inputs(batch)}: {e}. "
                 "Check that the data's shape and dtype match what the model expects") from e
+        finally:
+            for h in handles:
+                h.remove()
         if torch.is_grad_enabled() and not out.requires_grad:
             raise ValueError(
                 "the model's output does not depend on any trainable parameter; check requires_grad on "

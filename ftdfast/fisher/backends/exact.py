@@ -24,6 +24,7 @@ from typing import Dict
 import torch
 
 from ...workspace import workspace_elements
+from ..factors import square_dtype, widen
 
 
 def _masked(v: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -56,6 +57,7 @@ def exact_square_sums(out: torch.Tensor, v: torch.Tensor, params: Dict[str, torc
         for k, g in zip(names, grads):
             if g is None:
                 continue
+            g = widen(g)
             s = g.square().sum(dim=0) if lanes else g.square()
             acc[k] = s if k not in acc else acc[k].add_(s)
 
@@ -76,4 +78,5 @@ def exact_square_sums(out: torch.Tensor, v: torch.Tensor, params: Dict[str, torc
             grads = torch.autograd.grad(out, tensors, _masked(v, k, k + 1)[0], retain_graph=True,
                                         allow_unused=True)
             add(grads, lanes=False)
-    return {k: acc[k] if k in acc else torch.zeros_like(params[k]) for k in names}
+    return {k: acc[k] if k in acc else params[k].new_zeros(params[k].shape, dtype=square_dtype(params[k].dtype))
+            for k in names}

@@ -13,8 +13,21 @@ from torch.func import functional_call, grad, vmap
 
 from ..eval_caches import clear_caches
 from ..data import Batch, map_tensors
+from ..factors import square_dtype, widen
 from ...workspace import chunk_size as workspace_chunk
 from .base import Backend, ParamTable
+
+
+# a phrase of torch.func's error -> what the model does that torch.func cannot transform
+_UNTRANSFORMABLE = {
+    "data-dependent control flow": "reads a tensor's values in Python control flow (e.g. transformers' "
+                                   "attention-mask shortcut when an attention_mask is passed; "
+                                   "attn_implementation='eager' avoids it)",
+    "saved tensor hooks": "uses saved-tensor hooks (torch.utils.checkpoint with use_reentrant=False, "
+                          "activation offloading)",
+    "setup_context": "calls an autograd.Function without torch.func support (e.g. torch.utils.checkpoint "
+                     "with use_reentrant=True)",
+}
 
 
 class FuncBackend(Backend):
@@ -40,12 +53,21 @@ class FuncBackend(Backend):
             out = self.forward(batch)
         params = {k: p.detach() for k, p in self.table.params.items()}
         total = sum(p.numel() for p in params.values())
-        step = self.chunk_size or workspace_chunk(2 * total, next(iter(params.values())).dtype)
+        step = self.chunk_size or workspace_chunk(2 * total, square_dtype(next(iter(params.values())).dtype))
         fn = vmap(grad(self._inner), in_dims=(None, 0, 0))
         for v in grads_for(out):
             for start in range(0, batch.n, step):
                 part = batch.select(start, min(batch.n, start + step))
                 with torch.enable_grad():
-                    g = fn(params, part.inputs, v[start:start + part.n])
+                    try:
+                        g = fn(params, part.inputs, v[start:start + part.n])
+                    except RuntimeError as e:
+                        why = next((w for key, w in _UNTRANSFORMABLE.items() if key in str(e)), None)
+                        if why is None:
+                            raise
+                        raise RuntimeError(
+                            f"backend='func' runs the whole model under torch.func.vmap(grad), and the model's "
+                            f"forward {why}, which torch.func cannot transform. Use backend='auto' (per-layer "
+                            "rules: the same Fisher)") from e
                 for name, gi in g.items():
-                    self.add(name, gi.square().sum(dim=0))
+                    self.add(name, widen(gi).square().sum(dim=0))

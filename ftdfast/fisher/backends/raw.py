@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from ..factors import widen
+
 SUPPORTED = ("ExpandBackward0", "AddBackward0", "SubBackward0", "MulBackward0")
 
 Use = Tuple[object, int]  # (autograd node that consumes the parameter, which of its inputs it is)
@@ -51,13 +53,16 @@ def supported(uses: List[Use]) -> bool:
 
 
 def per_sample(node, index: int, grad: torch.Tensor, p: torch.Tensor, n: int) -> Optional[torch.Tensor]:
-    """(n, *p.shape): sample n's gradient of p through this use, or None where the layout does not fit."""
+    """(n, *p.shape): sample n's gradient of p through this use, or None where the layout does not fit.
+
+    In :func:`ftdfast.fisher.factors.square_dtype` of the model's dtype."""
     if grad is None or grad.dim() == 0 or grad.shape[0] != n or p.dim() > grad.dim():
         return None
     full = (1,) * (grad.dim() - p.dim()) + tuple(p.shape)
     if full[0] != 1 or any(f not in (1, s) for f, s in zip(full, grad.shape)):
         return None
     kind = type(node).__name__
+    grad = widen(grad)  # float32 for a 16-bit model (see factors.square_dtype)
     if kind == "AddBackward0":
         g = grad if index == 0 else grad * node._saved_alpha
     elif kind == "SubBackward0":
@@ -66,7 +71,7 @@ def per_sample(node, index: int, grad: torch.Tensor, p: torch.Tensor, n: int) ->
         other = node._saved_other if index == 0 else node._saved_self
         if not isinstance(other, torch.Tensor):
             return None
-        g = grad * other
+        g = grad * widen(other)
         if tuple(g.shape) != tuple(grad.shape):
             return None
     elif kind == "ExpandBackward0":

@@ -43,6 +43,7 @@ import torch.nn as nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_map
 
+from ..factors import widen
 from ..fallback import fallback_factors, warn_fallback
 from ..losses import FISHER_KINDS
 from ..registry import Call, Rule, find_rule
@@ -339,7 +340,7 @@ class RulesBackend(Backend):
                 if part is None:
                     self._raw_state[unit.name] = "no"
                     return None
-                total = part if total is None else total + part
+                total = widen(part) if total is None else total + widen(part)
             out[g] = total.square().sum(dim=0)
         return out
 
@@ -351,7 +352,8 @@ class RulesBackend(Backend):
                 break
             want = fallback_sums[g]
             scale = float(want.abs().max()) if want.numel() else 0.0
-            ok = float((s - want).abs().max()) <= _RAW_RTOL.get(want.dtype, 1e-2) * scale + 1e-30
+            rtol = _RAW_RTOL.get(self.table.params[g].dtype, 1e-2)  # the model's dtype: the sums are widened
+            ok = float((s - want).abs().max()) <= rtol * scale + 1e-30
         self._raw_state[unit.name] = "ok" if ok else "no"
         if ok and self._key is not None:
             try:

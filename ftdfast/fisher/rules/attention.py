@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..factors import Outer, PerSample, Stacked
+from ..factors import Outer, PerSample, Stacked, wide_sum
 from ..registry import Call, register_rule
 
 _SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
@@ -91,8 +91,8 @@ def multihead_attention(m: nn.MultiheadAttention, call: Call):
         result["k_proj_weight"] = Outer(key, bk_, tuple(m.k_proj_weight.shape))
         result["v_proj_weight"] = Outer(value, bv_, tuple(m.v_proj_weight.shape))
     if m.in_proj_bias is not None:
-        result["in_proj_bias"] = PerSample(torch.cat([bq_.sum(1), bk_.sum(1), bv_.sum(1)], dim=-1))
+        result["in_proj_bias"] = PerSample(torch.cat([wide_sum(bq_, 1), wide_sum(bk_, 1), wide_sum(bv_, 1)], dim=-1))
     result["out_proj.weight"] = Outer(attn_in.detach(), g_out, tuple(m.out_proj.weight.shape))
     if m.out_proj.bias is not None:
-        result["out_proj.bias"] = PerSample(g_out.sum(1))
+        result["out_proj.bias"] = PerSample(wide_sum(g_out, 1))
     return result

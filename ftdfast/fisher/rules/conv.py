@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..factors import ConvWeight, PerSample
+from ..factors import ConvWeight, PerSample, wide_sum
 from ..registry import Call, register_rule
 
 
@@ -35,7 +35,7 @@ def conv(module: nn.modules.conv._ConvNd, call: Call):
     out = {"weight": ConvWeight(x, g, tuple(module.weight.shape), module.stride, padding,
                                 module.dilation, module.groups)}
     if module.bias is not None:
-        out["bias"] = PerSample(g.sum(dim=tuple(range(2, g.dim()))))
+        out["bias"] = PerSample(wide_sum(g, tuple(range(2, g.dim()))))
     return out
 
 
@@ -52,5 +52,5 @@ def conv_transpose(module: nn.modules.conv._ConvTransposeNd, call: Call):
                                 module.dilation, module.groups, transposed=True,
                                 output_padding=output_padding)}
     if module.bias is not None:
-        out["bias"] = PerSample(g.sum(dim=tuple(range(2, g.dim()))))
+        out["bias"] = PerSample(wide_sum(g, tuple(range(2, g.dim()))))
     return out

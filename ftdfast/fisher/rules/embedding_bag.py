@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..factors import Scatter
+from ..factors import Scatter, widen
 from ..registry import Call, register_rule
 
 _SIGNATURE = inspect.signature(nn.EmbeddingBag.forward)
@@ -63,6 +63,7 @@ def embedding_bag(module: nn.EmbeddingBag, call: Call):
         valid = valid & (ids != module.padding_idx)
     if ids.shape[0] != g.shape[0]:
         return None
+    g = widen(g)  # coefficients and rows in float32 for a 16-bit model (factors.square_dtype)
     coef = valid.to(g.dtype)
     if weights is not None:
         coef = coef * weights.to(g.dtype)

@@ -5,7 +5,7 @@ roles of input and output gradient swapped.
 """
 from __future__ import annotations
 
-from ..factors import Outer, PerSample
+from ..factors import Outer, PerSample, wide_sum, widen
 from ..registry import Call, register_lazy_rule
 
 
@@ -19,6 +19,6 @@ def hf_conv1d(module, call: Call):
     b = g.reshape(n, -1, o)
     out = {"weight": Outer(b, a, (i, o))}  # bmm(a^T, b): (i, o), the weight's own layout
     if module.bias is not None:
-        out["bias"] = PerSample(b[:, 0] if b.shape[1] == 1 else b.sum(dim=1))
+        out["bias"] = PerSample(widen(b[:, 0]) if b.shape[1] == 1 else wide_sum(b, 1))
     return out
 

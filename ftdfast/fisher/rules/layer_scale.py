@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from ..factors import PerSample
+from ..factors import PerSample, wide_sum, widen
 from ..registry import Call, register_lazy_rule
 
 
@@ -15,7 +15,7 @@ def layer_scale(module, call: Call):
     d = module.gamma.shape[0]
     if x.dim() < 2 or x.shape[-1] != d or module.gamma.dim() != 1:
         return None
-    return {"gamma": PerSample((g * x).reshape(x.shape[0], -1, d).sum(dim=1))}
+    return {"gamma": PerSample(wide_sum((widen(g) * widen(x)).reshape(x.shape[0], -1, d), 1))}
 
 
 @register_lazy_rule("timm.layers.layer_scale.LayerScale2d")
@@ -23,5 +23,5 @@ def layer_scale_2d(module, call: Call):
     x, g = call.args[0], call.grad
     if x.dim() != 4 or module.gamma.dim() != 1:
         return None
-    return {"gamma": PerSample((g * x).sum(dim=(2, 3)))}
+    return {"gamma": PerSample(wide_sum(widen(g) * widen(x), (2, 3)))}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..factors import Outer, PerSample
+from ..factors import Outer, PerSample, wide_sum, widen
 from ..registry import Call, register_rule
 
 
@@ -23,5 +23,5 @@ def linear(module: nn.Linear, call: Call):
     b = g.reshape(n, -1, module.out_features)
     out = {"weight": Outer(a, b, tuple(module.weight.shape))}
     if module.bias is not None:
-        out["bias"] = PerSample(b[:, 0] if b.shape[1] == 1 else b.sum(dim=1))  # t == 1: no reduction pass
+        out["bias"] = PerSample(widen(b[:, 0]) if b.shape[1] == 1 else wide_sum(b, 1))  # t == 1: no reduction pass
     return out

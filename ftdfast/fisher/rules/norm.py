@@ -11,13 +11,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..factors import PerSample
+from ..factors import PerSample, widen
 from ..registry import Call, register_rule
 
 
 def _affine(module: nn.Module, x_hat: torch.Tensor, g: torch.Tensor, channel_dim: int):
-    """Per-sample grads of weight/bias whose elements live along ``channel_dim`` (or the trailing dims)."""
+    """Per-sample grads of weight/bias whose elements live along ``channel_dim`` (or the trailing dims).
+
+    Formed in float32 for a 16-bit model (see :func:`ftdfast.fisher.factors.square_dtype`)."""
     n = g.shape[0]
+    g, x_hat = widen(g), widen(x_hat)
     out = {}
     if channel_dim == -1:  # LayerNorm-style: parameters cover the trailing normalized dims
         shape = tuple(module.weight.shape) if module.weight is not None else tuple(module.bias.shape)

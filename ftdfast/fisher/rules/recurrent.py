@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..factors import Outer, PerSample
+from ..factors import Outer, PerSample, wide_sum
 from ..registry import Call, register_rule
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -110,6 +110,6 @@ def recurrent(m: nn.RNNBase, call: Call):
         out["weight_ih" + sfx] = Outer(layer_in.detach(), dgi, tuple(gi.shape[2:]) + (layer_in.shape[2],))
         out["weight_hh" + sfx] = Outer(h_prev, dgh, (dgh.shape[2], h_prev.shape[2]))
         if m.bias:
-            out["bias_ih" + sfx] = PerSample(dgi.sum(dim=1))
-            out["bias_hh" + sfx] = PerSample(dgh.sum(dim=1))
+            out["bias_ih" + sfx] = PerSample(wide_sum(dgi, 1))
+            out["bias_hh" + sfx] = PerSample(wide_sum(dgh, 1))
     return out
