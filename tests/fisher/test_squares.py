@@ -68,7 +68,8 @@ def test_factors_that_disagree_on_n_are_refused():
 def _tiny_factors(dtype, wide=None):
     """One factor of each built-in kind, plus a duck-typed one, from tensors rounded to ``dtype`` (then cast to
     ``wide``), whose per-sample gradient entries are ~1e-5 (squares ~1e-10: below float16's smallest subnormal)."""
-    from ftdfast.fisher.factors import ConvWeight, Stacked
+    from ftdfast.fisher.conv_weight import ConvWeight
+    from ftdfast.fisher.factors import Stacked
 
     def t(scale, *shape, seed):
         r = (_g(*shape, seed=seed) * scale).to(dtype)

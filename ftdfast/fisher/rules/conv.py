@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..factors import ConvWeight, PerSample, wide_sum
+from ..conv_weight import ConvWeight
+from ..factors import PerSample, wide_sum
 from ..registry import Call, register_rule
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import ftdfast
-from ftdfast.fisher import conv_methods
-from ftdfast.fisher.factors import ConvWeight
+from ftdfast.fisher import conv_weight
+from ftdfast.fisher.conv_weight import ConvWeight
 
 from .problems import BY_ID
 
@@ -13,7 +13,7 @@ CONV_PROBLEMS = ["conv1d-stride2-dil2-groups", "conv2d-basic-odd", "conv2d-strid
                  "convtranspose1d", "mse-regression"]
 
 
-@pytest.mark.parametrize("method", sorted(conv_methods.METHODS))
+@pytest.mark.parametrize("method", sorted(conv_weight.METHODS))
 @pytest.mark.parametrize("pid", CONV_PROBLEMS)
 @pytest.mark.parametrize("backend", ["rules", "auto"])
 def test_forced_method_matches_loop(pid, method, backend, monkeypatch):
@@ -46,31 +46,31 @@ def test_patches_match_unfold_and_conv(dims, kernel, stride, padding, dilation):
     w = torch.randn((4, 2) + kernel, generator=g, dtype=torch.float64)
     conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[dims]
     want = conv(x, w, stride=stride, padding=padding, dilation=dilation)
-    a = conv_methods.patches(x, kernel, stride, padding, dilation)  # (n, t, i)
+    a = conv_weight.patches(x, kernel, stride, padding, dilation)  # (n, t, i)
     got = (a @ w.reshape(4, -1).T).transpose(1, 2).reshape(want.shape)
     torch.testing.assert_close(got, want)
 
 
 def test_unfold_and_native_only_where_they_apply():
-    assert "unfold" in conv_methods.applicable(_factor())
-    assert "unfold" not in conv_methods.applicable(_factor(groups=2))
-    assert "unfold" not in conv_methods.applicable(_factor(transposed=True))
-    assert ("native" in conv_methods.applicable(_factor(groups=2))) == ftdfast.native._ext.HAS_NATIVE
-    assert "native" not in conv_methods.applicable(_factor(), "ref")
-    assert "native" not in conv_methods.applicable(_factor(transposed=True))
+    assert "unfold" in conv_weight.applicable(_factor())
+    assert "unfold" not in conv_weight.applicable(_factor(groups=2))
+    assert "unfold" not in conv_weight.applicable(_factor(transposed=True))
+    assert ("native" in conv_weight.applicable(_factor(groups=2))) == ftdfast.native._ext.HAS_NATIVE
+    assert "native" not in conv_weight.applicable(_factor(), "ref")
+    assert "native" not in conv_weight.applicable(_factor(transposed=True))
 
 
 def test_choice_is_timed_once_then_cached(monkeypatch):
     monkeypatch.delenv("FTDFAST_CONV_METHOD", raising=False)
-    monkeypatch.setattr(conv_methods, "_CHOICE", {})
+    monkeypatch.setattr(conv_weight, "_CHOICE", {})
     f = _factor()
-    first = conv_methods.choose(f, ftdfast.native.ops.sq_grad_sum_linear, "auto")
-    assert first in conv_methods.applicable(f) and len(conv_methods._CHOICE) == 1
-    monkeypatch.setattr(conv_methods, "METHODS", {})  # a cached choice runs nothing
-    assert conv_methods.choose(f, ftdfast.native.ops.sq_grad_sum_linear, "auto") == first
+    first = conv_weight.choose(f, ftdfast.native.ops.sq_grad_sum_linear, "auto")
+    assert first in conv_weight.applicable(f) and len(conv_weight._CHOICE) == 1
+    monkeypatch.setattr(conv_weight, "METHODS", {})  # a cached choice runs nothing
+    assert conv_weight.choose(f, ftdfast.native.ops.sq_grad_sum_linear, "auto") == first
 
 
 def test_unknown_forced_method(monkeypatch):
     monkeypatch.setenv("FTDFAST_CONV_METHOD", "winograd")
     with pytest.raises(ValueError, match="FTDFAST_CONV_METHOD='winograd'"):
-        conv_methods.choose(_factor(), ftdfast.native.ops.sq_grad_sum_linear, "auto")
+        conv_weight.choose(_factor(), ftdfast.native.ops.sq_grad_sum_linear, "auto")

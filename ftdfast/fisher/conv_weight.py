@@ -1,4 +1,4 @@
-"""Three exact ways to get ``sum_n G_n * G_n`` for a convolution weight, and the choice among them.
+"""The factor of a convolution weight, :class:`ConvWeight`, and the exact ways to get its ``sum_n G_n * G_n``.
 
 - ``grouped``: samples become groups of one convolution backward (chunks of samples);
   fast when channels are few and positions many.
@@ -20,25 +20,74 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, List
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..native import _ext, ops
 from ..workspace import chunk_size, workspace_elements
-from .factors import ConvWeight
+from .factors import SampleFactor, _numel, square_dtype, widen
 
 _PROBE_SAMPLES = 8
 _PROBE_REPEATS = 3
 _CHOICE: Dict[tuple, str] = {}
 
 
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+@dataclass
+class ConvWeight(SampleFactor):
+    """The weight of a (transposed) convolution: ``G_n`` is the weight gradient of sample n alone.
+
+    x: (n, C_in, *spatial) input, gy: (n, C_out, *spatial_out) output gradient.
+    """
+
+    x: torch.Tensor
+    gy: torch.Tensor
+    shape: Tuple[int, ...]
+    stride: Sequence[int]
+    padding: Sequence[int]
+    dilation: Sequence[int]
+    groups: int
+    transposed: bool = False
+    output_padding: Sequence[int] = ()
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    @property
+    def positions(self) -> int:
+        """Output positions t per sample (H_out * W_out for a Conv2d)."""
+        return _numel(self.gy.shape[2:])
+
+    def _backward_weight(self, gy: torch.Tensor, x: torch.Tensor, weight_shape, groups: int) -> torch.Tensor:
+        dummy = torch.empty(weight_shape, dtype=x.dtype, device=x.device)
+        out_pad = list(self.output_padding) if self.transposed else [0] * len(self.stride)
+        return torch.ops.aten.convolution_backward(
+            gy, x, dummy, None, list(self.stride), list(self.padding), list(self.dilation),
+            self.transposed, out_pad, groups, [False, True, False])[1]
+
+    def one_sample(self, k: int) -> torch.Tensor:
+        """``G_k``, shape ``self.shape``: one weight-only convolution backward."""
+        return self._backward_weight(widen(self.gy[k:k + 1]), widen(self.x[k:k + 1]), self.shape, self.groups)
+
+    def per_sample(self, start: int, stop: int) -> torch.Tensor:
+        """``G_n`` for n in start:stop, as one grouped convolution (samples become groups)."""
+        nc = stop - start
+        x = widen(self.x[start:stop]).reshape((1, -1) + tuple(self.x.shape[2:]))
+        gy = widen(self.gy[start:stop]).reshape((1, -1) + tuple(self.gy.shape[2:]))
+        shape = (nc * self.shape[0],) + tuple(self.shape[1:])
+        g = self._backward_weight(gy, x, shape, self.groups * nc)
+        return g.reshape((nc,) + tuple(self.shape))
+
+    def square_sum(self, impl) -> torch.Tensor:
+        f = self if square_dtype(self.dtype) == self.dtype else replace(self, x=widen(self.x), gy=widen(self.gy))
+        return METHODS[choose(f, impl.linear, impl.name)](f, impl.linear)
 
 
 def grouped(f: ConvWeight, outer: Callable) -> torch.Tensor:
@@ -152,7 +201,3 @@ def choose(f: ConvWeight, outer: Callable, impl: str) -> str:
             times[name] = best
         _CHOICE[key] = min(times, key=times.get)
     return _CHOICE[key]
-
-
-def conv_sum_of_squares(f: ConvWeight, outer: Callable, impl: str) -> torch.Tensor:
-    return METHODS[choose(f, outer, impl)](f, outer)
