@@ -93,7 +93,7 @@ def _checks() -> List[str]:
                 elif device.type == "cuda" and cuda_off:
                     lines.append(f"  {where} not run: {selfcheck.CUDA_NATIVE_ENV}=0 turns the CUDA kernels off")
                 else:
-                    r = selfcheck.check(op, device, dtype)
+                    r = selfcheck.check_op(op, device, dtype)
                     lines.append(f"  {where} {r.status:<5} {r.describe()}, {r.ms:.1f} ms")
     if selfcheck.env_off(selfcheck.SELFCHECK_ENV):
         lines.append(f"  ({selfcheck.SELFCHECK_ENV}=0: ftdfast.native.ops use the native kernels without this check)")

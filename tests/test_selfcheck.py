@@ -129,7 +129,7 @@ def test_correct_kernel_passes_silently_and_is_used(name, dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("name", list(CASES))
 def test_check_passes_for_every_op_and_dtype(name, dtype):
-    result = selfcheck.check(f"ftdfast::{name}", "cpu", dtype)
+    result = selfcheck.check_op(f"ftdfast::{name}", "cpu", dtype)
     assert result.status == "ok" and result.use_native and result.error is None
     assert 0.0 <= result.max_error <= result.tolerance
     assert selfcheck.results() == []  # check() decides nothing
@@ -185,8 +185,8 @@ def test_fallback_is_per_dtype_and_per_op(monkeypatch):
 # ----------------------------------------------------------------------------- once per key
 def test_check_runs_once_per_op_device_dtype(monkeypatch):
     checked = []
-    real_check = selfcheck.check
-    monkeypatch.setattr(selfcheck, "check", lambda op, device, dtype: checked.append((op, dtype))
+    real_check = selfcheck.check_op
+    monkeypatch.setattr(selfcheck, "check_op", lambda op, device, dtype: checked.append((op, dtype))
                         or real_check(op, device, dtype))
     for _ in range(5):
         ops.sq_grad_sum_linear(*linear_case(torch.float64))
@@ -210,8 +210,8 @@ def test_after_the_first_call_the_decision_is_a_lookup(monkeypatch):
 
 def test_threads_deciding_at_once_check_once(monkeypatch):
     checked = []
-    real_check = selfcheck.check
-    monkeypatch.setattr(selfcheck, "check", lambda *a: checked.append(a) or real_check(*a))
+    real_check = selfcheck.check_op
+    monkeypatch.setattr(selfcheck, "check_op", lambda *a: checked.append(a) or real_check(*a))
     a, g = linear_case(torch.float64)
     want = sq_grad_sum_linear_ref(a, g)
     barrier = threading.Barrier(6)
@@ -300,7 +300,7 @@ def test_cuda_native_off_on_a_gpu_uses_the_reference(monkeypatch):
 def test_cuda_kernels_pass_their_check():
     for op in SPECS:
         for dtype in selfcheck.DTYPES:
-            result = selfcheck.check(op, "cuda", dtype)
+            result = selfcheck.check_op(op, "cuda", dtype)
             assert result.status == "ok", (op, dtype, result.describe())
 
 
@@ -325,7 +325,7 @@ def test_fake_tensors_are_not_checked(monkeypatch):
 
     def no_check(*args):
         raise AssertionError("checked while tracing")
-    monkeypatch.setattr(selfcheck, "check", no_check)
+    monkeypatch.setattr(selfcheck, "check_op", no_check)
     with FakeTensorMode() as mode:
         a, g = (mode.from_tensor(t) for t in linear_case(torch.float32))
         out = ops.sq_grad_sum_linear(a, g)
@@ -333,7 +333,7 @@ def test_fake_tensors_are_not_checked(monkeypatch):
 
 
 def test_meta_tensors_are_not_checked(monkeypatch):
-    monkeypatch.setattr(selfcheck, "check", lambda *a: pytest.fail("checked a meta tensor"))
+    monkeypatch.setattr(selfcheck, "check_op", lambda *a: pytest.fail("checked a meta tensor"))
     a, g = (t.to("meta") for t in linear_case(torch.float64))
     assert ops.sq_grad_sum_linear(a, g).shape == (3, 6) and selfcheck.results() == []
 

@@ -45,7 +45,7 @@ class NativeOpFallbackWarning(RuntimeWarning):
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckResult:
+class OpCheckResult:
     """The outcome of one self-check of ``op`` on ``device`` in ``dtype``.
 
     ``status`` is ``"ok"``, ``"FAIL"`` (error above tolerance), ``"error"`` (the kernel
@@ -83,7 +83,7 @@ def env_off(name: str) -> bool:
     raise ValueError(f"{name}={os.environ[name]!r} is not a boolean: set it to 0 or 1 (or unset it)")
 
 
-def check(op: str, device: torch.device | str, dtype: torch.dtype) -> CheckResult:
+def check_op(op: str, device: torch.device | str, dtype: torch.dtype) -> OpCheckResult:
     """Run the native ``op`` (e.g. ``"ftdfast::sq_grad_sum_linear"``) on its spec's samples
     (:data:`ftdfast.native.reference.SPECS`) on ``device`` in ``dtype`` (float32 or float64) and compare
     with its reference on float64 CPU copies, within the spec's tolerance for ``dtype``.
@@ -114,22 +114,22 @@ def check(op: str, device: torch.device | str, dtype: torch.dtype) -> CheckResul
                 break
     ms = (time.perf_counter() - start) * 1e3
     status = "error" if error is not None else ("ok" if worst <= tolerance else "FAIL")
-    return CheckResult(op, str(device), dtype, status, status == "ok", None if error else worst, tolerance,
+    return OpCheckResult(op, str(device), dtype, status, status == "ok", None if error else worst, tolerance,
                        error, ms)
 
 
-def _decide(op: str, device: torch.device, dtype: torch.dtype) -> CheckResult:
+def _decide(op: str, device: torch.device, dtype: torch.dtype) -> OpCheckResult:
     """What the ops do for (op, device, dtype) under the environment variables: check, or not."""
     if device.type == "cuda" and env_off(CUDA_NATIVE_ENV):
-        return CheckResult(op, str(device), dtype, "disabled", False)
+        return OpCheckResult(op, str(device), dtype, "disabled", False)
     if env_off(SELFCHECK_ENV):
-        return CheckResult(op, str(device), dtype, "unchecked", True)
-    return check(op, device, dtype)
+        return OpCheckResult(op, str(device), dtype, "unchecked", True)
+    return check_op(op, device, dtype)
 
 
 # ----------------------------------------------------------------------------- the decisions
 _USE_NATIVE: Dict[tuple, bool] = {}  # (op, device, dtype) -> use the native kernel
-_RESULTS: Dict[tuple, CheckResult] = {}
+_RESULTS: Dict[tuple, OpCheckResult] = {}
 _LOCK = threading.Lock()
 _IN_CHECK = threading.local()
 
@@ -193,7 +193,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def results() -> List[CheckResult]:
+def results() -> List[OpCheckResult]:
     """The self-checks decided so far in this process (not the devices without a kernel), in order."""
     with _LOCK:
         return list(_RESULTS.values())

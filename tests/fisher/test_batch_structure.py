@@ -197,7 +197,7 @@ def _exact_path_calls(monkeypatch):
     from ftdfast.fisher.backends import exact
     used = []
     real = exact.exact_square_sums
-    monkeypatch.setattr("ftdfast.fisher.backends.rules.exact_square_sums",
+    monkeypatch.setattr("ftdfast.fisher.backends.hooks.exact_square_sums",
                         lambda out, v, params, *a: used.append(sorted(params)) or real(out, v, params, *a))
     return used
 
@@ -241,10 +241,10 @@ def test_expanded_parameters(exact_kind):
 def test_raw_parameters_leave_the_fallback_after_the_first_batch(batch_size, monkeypatch):
     """cls.expand / x + pos / gamma * h of a module with ruled children: the first batch runs the fallback beside
     the per-use path (backends.raw); where they agree, later batches and later calls skip the fallback."""
-    from ftdfast.fisher.backends import rules
+    from ftdfast.fisher.backends import hooks
     calls = []
-    real = rules.fallback_factors
-    monkeypatch.setattr(rules, "fallback_factors", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = hooks.fallback_factors
+    monkeypatch.setattr(hooks, "fallback_factors", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     model = ExpandedToken().double().eval()
     x, y = _float(5, (3, 4), 3)
@@ -374,7 +374,7 @@ def test_the_fallback_guard_passes_plain_fallback_modules(pid, monkeypatch):
     from .problems import BY_ID
     used = []
     real = exact.exact_square_sums
-    monkeypatch.setattr("ftdfast.fisher.backends.rules.exact_square_sums",
+    monkeypatch.setattr("ftdfast.fisher.backends.hooks.exact_square_sums",
                         lambda *a, **k: used.append(1) or real(*a, **k))
     model, x, y = BY_ID[pid].build(torch.float64)
     with warnings.catch_warnings(record=True) as caught:

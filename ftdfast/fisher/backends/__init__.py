@@ -10,7 +10,7 @@ from .base import Backend, ParamTable
 from .func import FuncBackend
 from .legacy import LegacyBackend
 from .loop import LoopBackend, SingleSampleLoopBackend
-from .rules import RulesBackend
+from .hooks import RulesBackend
 
 # name -> (class, keyword options)
 BACKENDS = {

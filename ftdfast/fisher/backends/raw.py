@@ -12,7 +12,7 @@ factor of a ``mul``) summed over the dimensions p is broadcast along. A module
 whose parameters have any other use stays on the fallback.
 
 The rules backend tries this on the first batch beside the fallback, and uses it
-from then on only where the two agree (:class:`ftdfast.fisher.backends.rules.RulesBackend`).
+from then on only where the two agree (:class:`ftdfast.fisher.backends.hooks.RulesBackend`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ``"rules"`` backend: one forward and one backward per batch, closed forms per layer.
+"""The hook engine of the ``"rules"`` and ``"native"`` backends: one forward and one backward per batch, closed
+forms per layer (the layers' rules are in :mod:`ftdfast.fisher.rules`).
 
 Forward hooks record each parameterized module's inputs and register a hook on its
 output; ONE backward of the output gradients ``v`` (see :mod:`ftdfast.fisher.losses`)
