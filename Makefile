@@ -1,7 +1,7 @@
 # ftdfast: the two set-up commands for a fresh machine (see README.md).
 #   make demo   venv + torch + ftdfast with its native extension, then the main job on a built-in dataset
 #   make test   the same install, then the test suite
-#   make bench  the same install, then the benchmark table (benchmarks/compare.py)
+#   make bench  the same install, then the benchmark table (benchmarks/speed/compare.py)
 # Override e.g. `make test TORCH=torch==2.13.0` (CPU-only torch: the extension builds without CUDA).
 
 PYTHON ?= python3
@@ -53,7 +53,7 @@ test: install $(VENV)/.zoo
 	$(PY) -m pytest tests -q
 
 bench: install
-	$(PY) -m benchmarks.compare
+	$(PY) -m benchmarks.speed.compare
 
 clean:
 	rm -rf build *.egg-info ftdfast/_C*.so $(VENV)/.built $(VENV)/.zoo

@@ -25,7 +25,7 @@ running statistics). Other candidates (any ``nn.Module``, or a skeleton shared b
 their own, and so do the candidates of a group with an edge operation of a kind this module does not know
 (a new operation in :data:`~ftdfast.nas.operations.OPS` runs correctly without an edit here, only unbatched).
 
-When it pays (see :data:`AUTO_MAX_BYTES` and ``benchmarks/bench_fuse.py``): fusing removes per-operation
+When it pays (see :data:`AUTO_MAX_BYTES` and ``benchmarks/speed/bench_fuse.py``): fusing removes per-operation
 overhead, so it helps where the candidates are small (few channels, small images, small batches) and on
 GPUs; on a CPU with large activations the convolutions are compute-bound and the stacked tensors outgrow
 the caches, so ``batched="auto"`` runs those one after another.
@@ -297,7 +297,7 @@ class _FusedGroup:
 
 
 #: ``batched="auto"`` on CPU fuses a group only while one candidate's stem output, ``n * 3C * h * w`` elements,
-#: takes at most this many bytes. Measured on a 2-core x86 CPU, one thread (``benchmarks/bench_fuse.py``): 8
+#: takes at most this many bytes. Measured on a 2-core x86 CPU, one thread (``benchmarks/speed/bench_fuse.py``): 8
 #: candidates fused ran 1.3-1.4x faster at 8x8 inputs, C=8, batch 32 (0.2 MB), about as fast at C=16, batch 64
 #: (0.8 MB) and 0.7x as fast at 32x32, C=16, batch 64 (12.6 MB): there the convolutions are compute-bound, and
 #: the stacked activations outgrow the caches.

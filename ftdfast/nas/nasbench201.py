@@ -2,7 +2,7 @@
 
 **Cell.** 4 nodes (0 = the cell input, 3 = its output) and 6 edges ``j <- i`` for ``i < j``; node ``j`` sums
 its incoming edges, each one of :data:`NB201_OPS`. The same construction with 3 nodes (3 edges, output node 2,
-``5 ** 3 = 125`` cells) is the small space of the project's own table (``benchmarks/celltable.py``); a genotype's
+``5 ** 3 = 125`` cells) is the small space of the project's own table (``benchmarks/evidence/celltable.py``); a genotype's
 node count follows from its edge count (3 edges: 3 nodes, 6 edges: 4 nodes).
 
 =================  ===========================================================

@@ -30,7 +30,7 @@ from .seeds import derive_seed
 INCUMBENT_POLICIES = ("reinit", "keep", "head")
 #: How a :func:`fuse_search` spends its budget (:attr:`Budget.schedule`); see :meth:`Budget.plan`.
 SCHEDULES = ("halving", "paper", "threshold")
-#: Chosen on the project's own cell table (``benchmarks/celltable.py search``, docs/nas/README.md, 2026-12-08), the
+#: Chosen on the project's own cell table (``benchmarks/evidence/celltable.py search``, docs/nas/README.md, 2026-12-08), the
 #: ground truth matched to this budget: the best mean pick, above its pool's mean and not below random search
 #: (both targets of issue 24); its lead over "paper" is not significant, and on NAS-Bench-201, whose table comes
 #: from a longer training, no schedule (nor random search) selected at all.

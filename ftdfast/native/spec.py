@@ -6,7 +6,7 @@ An :class:`OpSpec` holds, for one op ``torch.ops.ftdfast.<name>``, its pure-PyTo
 next to their references in :mod:`ftdfast.native.reference` (``SPECS``) and read by
 :mod:`ftdfast.native.selfcheck` (first-use check), :mod:`ftdfast.native.ops` (fake kernels),
 ``tests/native/test_specs.py`` (every op on every sample, CPU and CUDA, and ``opcheck``) and
-``benchmarks/gpu_ops_check.py``, as ``sample_inputs`` serve pytorch/extension-cpp's correctness
+``benchmarks/gpu/gpu_ops_check.py``, as ``sample_inputs`` serve pytorch/extension-cpp's correctness
 and ``opcheck`` tests.
 """
 from __future__ import annotations

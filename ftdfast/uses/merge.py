@@ -12,7 +12,7 @@ import torch.nn as nn
 from ._names import align_names, check_fisher, match_names, parameters_of, tensors_of
 from ..fisher.parallel import unwrap_model
 
-# The validation-best recipe of benchmarks/merge_floor.py (tiny ViTs, MNIST + Fashion-MNIST; docs/uses.md): unit-mean
+# The validation-best recipe of benchmarks/evidence/merge_floor.py (tiny ViTs, MNIST + Fashion-MNIST; docs/uses.md): unit-mean
 # Fishers, floor 1e-2 (2.6% of entries flattened to the plain average; eps=1 un-normalized flattened 82%).
 DEFAULT_EPS = 1e-2
 DEFAULT_NORMALIZE = True
@@ -82,7 +82,7 @@ def fisher_merge(models: Sequence[Any], fishers: Sequence[Mapping], weights: Opt
             each Fisher too), so that a task whose Fisher is larger overall (a larger loss, say)
             does not outweigh the others everywhere; a Fisher that is all zero stays zero.
             The defaults (:data:`DEFAULT_EPS`, :data:`DEFAULT_NORMALIZE`) come from the ablation
-            in docs/uses.md (benchmarks/merge_floor.py).
+            in docs/uses.md (benchmarks/evidence/merge_floor.py).
 
     Returns:
         An ``OrderedDict`` state_dict in model 0's order, with model 0's names (a DDP-wrapped

@@ -3,7 +3,7 @@
 Reference: the float64 per-sample loop on the same weights and inputs, rounded to the
 16-bit dtype first, so that only the 16-bit computation differs. What remains is the
 16-bit forward and backward's own rounding (activations and output gradients); the
-tolerances below are per dtype and were measured with ``benchmarks/lowprec_error.py``
+tolerances below are per dtype and were measured with ``benchmarks/evidence/lowprec_error.py``
 (see docs/precision.md): bfloat16 keeps 8 bits (unit roundoff 3.9e-3), float16 11 bits
 (4.9e-4). Models use smooth activations: a ReLU whose input is rounded across 0 changes
 which entries are zero in the model's own 16-bit gradient (the loop sees that too).

@@ -8,7 +8,7 @@ import torch.nn as nn
 import ftdfast
 from ftdfast.fisher import fallback
 
-from ..zoo.reference import fisher_reference, max_relative_errors
+from benchmarks.speed.zoo_reference import fisher_reference, max_relative_errors
 
 
 class Bags(nn.Module):

@@ -9,7 +9,7 @@ import ftdfast
 from ftdfast.fisher import fallback
 from ftdfast.fisher.registry import find_rule
 
-from ..zoo.reference import fisher_reference, max_relative_errors
+from benchmarks.speed.zoo_reference import fisher_reference, max_relative_errors
 
 
 class Net(nn.Module):

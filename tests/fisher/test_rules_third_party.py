@@ -12,7 +12,7 @@ import torch.nn as nn
 import ftdfast
 from ftdfast.fisher.registry import find_rule
 
-from ..zoo.reference import fisher_reference, max_relative_errors
+from benchmarks.speed.zoo_reference import fisher_reference, max_relative_errors
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 

@@ -1,4 +1,4 @@
-"""``benchmarks/bench_fuse.py``'s command line: ``--device`` (a clear error without a GPU, the device in the JSON)."""
+"""``benchmarks/speed/bench_fuse.py``'s command line: ``--device`` (a clear error without a GPU, the device in the JSON)."""
 import importlib.util
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 # Loaded by path: a site-packages package named ``benchmarks`` can shadow the repository's.
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_fuse.py"
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "speed" / "bench_fuse.py"
 _spec = importlib.util.spec_from_file_location("_bench_fuse_under_test", _PATH)
 bench_fuse = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_fuse)

@@ -1,4 +1,4 @@
-"""benchmarks/celltable.py: resumable units, the CSV table and its loader, the fair test's arithmetic."""
+"""benchmarks/evidence/celltable.py: resumable units, the CSV table and its loader, the fair test's arithmetic."""
 import argparse
 import itertools
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import celltable as ct
+from benchmarks.evidence import celltable as ct
 from ftdfast.distance import DistanceMatrix
 from ftdfast.nas import NB201Genotype, NB201Table
 

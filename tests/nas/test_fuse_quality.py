@@ -1,4 +1,4 @@
-"""benchmarks.fuse_quality: its statistics against scipy, and a tiny end-to-end run writing the JSON."""
+"""benchmarks.evidence.fuse_quality: its statistics against scipy, and a tiny end-to-end run writing the JSON."""
 import importlib.util
 import json
 import math
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # Loaded by path: a site-packages package named ``benchmarks`` can shadow the repository's.
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "fuse_quality.py"
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "evidence" / "fuse_quality.py"
 _spec = importlib.util.spec_from_file_location("_fuse_quality_under_test", _PATH)
 Q = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(Q)

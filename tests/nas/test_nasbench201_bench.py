@@ -1,4 +1,4 @@
-"""benchmarks.nasbench201 end to end on a synthetic table and a tiny CIFAR-shaped archive: the weight-loss study
+"""benchmarks.evidence.nasbench201 end to end on a synthetic table and a tiny CIFAR-shaped archive: the weight-loss study
 pairs its two FUSE variants on the same pools, and the diagnosis ranks every pick inside its own pool."""
 import importlib.util
 import itertools
@@ -11,8 +11,8 @@ import pytest
 from ftdfast.nas import NB201_OPS, NB201Genotype
 
 # Loaded by path: a site-packages package named ``benchmarks`` can shadow the repository's.
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "nasbench201.py"
-_spec = importlib.util.spec_from_file_location("benchmarks.nasbench201", _PATH)
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "evidence" / "nasbench201.py"
+_spec = importlib.util.spec_from_file_location("benchmarks.evidence.nasbench201", _PATH)
 B = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(B)
 

@@ -1,8 +1,8 @@
-"""The agreement statistics of benchmarks/transfer (Kendall, Spearman, top-1, regret) on hand-made rankings."""
+"""The agreement statistics of benchmarks/evidence/transfer (Kendall, Spearman, top-1, regret) on hand-made rankings."""
 import pytest
 
-from benchmarks.transfer.compare import load_gain
-from benchmarks.transfer.stats import agreement, bootstrap_mean, paired_bootstrap
+from benchmarks.evidence.transfer.compare import load_gain
+from benchmarks.evidence.transfer.stats import agreement, bootstrap_mean, paired_bootstrap
 
 GAIN = {"a": 3.0, "b": 1.0, "c": -2.0}
 

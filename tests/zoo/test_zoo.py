@@ -1,5 +1,5 @@
-"""Every zoo model (tests/zoo/models.py): the default fast path against the independent float64
-per-sample reference (tests/zoo/reference.py), on separately built but identical copies (a
+"""Every zoo model (benchmarks/speed/zoo_models.py): the default fast path against the independent float64
+per-sample reference (benchmarks/speed/zoo_reference.py), on separately built but identical copies (a
 module's caches, e.g. timm's eval-mode attention-bias caches, never leak from one run to the other).
 
 Exact means, per parameter: max |F - F_ref| <= 1e-9 times the model's largest Fisher entry, and
@@ -13,8 +13,8 @@ import torch
 
 import ftdfast
 
-from .models import ZOO, build
-from .reference import fisher_reference, max_relative_errors
+from benchmarks.speed.zoo_models import ZOO, build
+from benchmarks.speed.zoo_reference import fisher_reference, max_relative_errors
 
 TOL = 1e-9  # float64, relative to the model's largest Fisher entry
 

@@ -2,11 +2,11 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.bench_fuse                  # 8 candidates, C=16, 3 cells, 32x32, batch 64
-    .venv/bin/python -m benchmarks.bench_fuse --quick          # CI-sized: 8x8 inputs, C=8, few repeats
-    .venv/bin/python -m benchmarks.bench_fuse --scenario random --size 8 --threads 2
-    .venv/bin/python -m benchmarks.bench_fuse --device cuda --out fuse.json    # on a GPU (benchmarks/gpu_check.sh)
-    .venv/bin/python -m pytest benchmarks/bench_fuse.py --benchmark-only     # pytest-benchmark form
+    .venv/bin/python -m benchmarks.speed.bench_fuse                  # 8 candidates, C=16, 3 cells, 32x32, batch 64
+    .venv/bin/python -m benchmarks.speed.bench_fuse --quick          # CI-sized: 8x8 inputs, C=8, few repeats
+    .venv/bin/python -m benchmarks.speed.bench_fuse --scenario random --size 8 --threads 2
+    .venv/bin/python -m benchmarks.speed.bench_fuse --device cuda --out fuse.json    # on a GPU (benchmarks/gpu/gpu_check.sh)
+    .venv/bin/python -m pytest benchmarks/speed/bench_fuse.py --benchmark-only     # pytest-benchmark form
 
 Candidates (``--scenario``):
 

@@ -1,4 +1,4 @@
-"""Existing tools that compute the same diagonal empirical Fisher, for ``benchmarks.compare``.
+"""Existing tools that compute the same diagonal empirical Fisher, for ``benchmarks.speed.compare``.
 
 Each tool is a *preparer*: ``prepare(model) -> fn`` does the one-off set-up on a private copy of the
 model (BackPACK's ``extend``, Opacus' ``GradSampleModule``), and ``fn(x, y)`` returns
@@ -89,5 +89,5 @@ def prepare(tool: str, model: torch.nn.Module) -> Callable[[torch.Tensor, torch.
     if tool not in PREPARE:
         raise ValueError(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
     if not available(tool):
-        raise ModuleNotFoundError(f"{tool} is not installed (see benchmarks/tools.py for the install command)")
+        raise ModuleNotFoundError(f"{tool} is not installed (see benchmarks/speed/tools.py for the install command)")
     return PREPARE[tool](model)

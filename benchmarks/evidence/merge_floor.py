@@ -1,7 +1,7 @@
 """The Fisher floor of fisher_merge, ablated on real transformer merges (issue 23, section 4).
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m benchmarks.merge_floor --seeds 5      # resumable
-    .venv/bin/python -m benchmarks.merge_floor --summarize --out benchmarks/merge_floor.json  # the table only
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m benchmarks.evidence.merge_floor --seeds 5      # resumable
+    .venv/bin/python -m benchmarks.evidence.merge_floor --summarize --out benchmarks/evidence/merge_floor.json  # the table only
 
 Set-up, per seed (every seed redraws the initialisation, the subsets and the batch order):
 
@@ -307,8 +307,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--val", type=int, default=1000)
     p.add_argument("--test", type=int, default=2000)
     p.add_argument("--fisher-samples", type=int, default=1000)
-    p.add_argument("--runs", default="benchmarks/merge_floor", help="one JSON per (seed, merge); resumable")
-    p.add_argument("--out", default="benchmarks/merge_floor.json")
+    p.add_argument("--runs", default="benchmarks/evidence/merge_floor", help="one JSON per (seed, merge); resumable")
+    p.add_argument("--out", default="benchmarks/evidence/merge_floor.json")
     p.add_argument("--summarize", action="store_true", help="only summarize --runs into --out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -319,7 +319,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_seed(seed, mnist, fashion, args)
     summary = summarize(args.runs)
     given = argv if argv is not None else sys.argv[1:]
-    summary.update(command=" ".join(["python -m benchmarks.merge_floor"] + given), args=vars(args),
+    summary.update(command=" ".join(["python -m benchmarks.evidence.merge_floor"] + given), args=vars(args),
                    torch=torch.__version__, machine=platform.processor() or platform.machine(), threads=1)
     atomic_write_text(args.out, json.dumps(summary, indent=1))
     print(table(summary))

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.fuse_quality --quick --json fuse_quality.json     # < 10 min, 1 thread
-    .venv/bin/python -m benchmarks.fuse_quality --seeds 20 --candidates 8 --layers 3 --channels 8 --steps 300
+    .venv/bin/python -m benchmarks.evidence.fuse_quality --quick --json fuse_quality.json     # < 10 min, 1 thread
+    .venv/bin/python -m benchmarks.evidence.fuse_quality --seeds 20 --candidates 8 --layers 3 --channels 8 --steps 300
 
 For each seed (independent candidate pools, :func:`ftdfast.nas.derive_seed`):
 

@@ -2,10 +2,10 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.compare                       # the default run (~6 min, 2 cores)
-    .venv/bin/python -m benchmarks.compare --models mlp,lenet --backends rules,loop --repeat 5
-    .venv/bin/python -m benchmarks.compare --one resnet18 rules  # one memory measurement (internal)
-    python -m benchmarks.compare --device cuda --no-memory       # on a GPU (memory is measured on CPU only)
+    .venv/bin/python -m benchmarks.speed.compare                       # the default run (~6 min, 2 cores)
+    .venv/bin/python -m benchmarks.speed.compare --models mlp,lenet --backends rules,loop --repeat 5
+    .venv/bin/python -m benchmarks.speed.compare --one resnet18 rules  # one memory measurement (internal)
+    python -m benchmarks.speed.compare --device cuda --no-memory       # on a GPU (memory is measured on CPU only)
 
 For each model, in this order:
 
@@ -220,9 +220,9 @@ def measure_one(model_id: str, backend: str) -> dict:
 
 def measure_in_subprocess(model_id: str, backend: str, timeout: float = 600) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD, PYTHONWARNINGS="ignore")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "benchmarks.compare", "--one", model_id, backend]
+    cmd = [sys.executable, "-m", "benchmarks.speed.compare", "--one", model_id, backend]
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -409,7 +409,7 @@ def run_model(model_id: str, backends: List[str], forced: bool, args, log) -> Li
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(M.MODEL_IDS), help="comma-separated: " + ",".join(M.MODEL_IDS))
     p.add_argument("--backends", default=None,
                    help="comma-separated, from " + ",".join(ALL_BACKENDS) + " (default: all available, "
@@ -440,7 +440,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if _needs_native(b) and not _ext.HAS_NATIVE:
             p.error(f"backend {b!r} needs the native extension, which is not built here ({_ext.LOAD_ERROR})")
         if b in T.TOOLS and not T.available(b):
-            p.error(f"{b} is not installed (see benchmarks/tools.py for the install command)")
+            p.error(f"{b} is not installed (see benchmarks/speed/tools.py for the install command)")
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
     try:

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.lowprec_error                  # all models (~10 min, 2 cores)
-    .venv/bin/python -m benchmarks.lowprec_error --models gpt2_tiny,cnn --out /tmp/x.json
+    .venv/bin/python -m benchmarks.evidence.lowprec_error                  # all models (~10 min, 2 cores)
+    .venv/bin/python -m benchmarks.evidence.lowprec_error --models gpt2_tiny,cnn --out /tmp/x.json
 
 For each model and 16-bit dtype: the model is built in float32 (seeded), cast to the
 dtype (its weights rounded), and a float64 twin gets the same rounded weights; the
@@ -24,7 +24,7 @@ form each per-sample gradient from the 16-bit activations in float32). A ReLU wh
 input is rounded across 0 changes which entries are zero in the model's own 16-bit
 gradient; such zeros show in ``"loop"`` too.
 
-Results go to ``--out`` (JSON, default ``benchmarks/lowprec_error.json``).
+Results go to ``--out`` (JSON, default ``benchmarks/evidence/lowprec_error.json``).
 """
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def measure(model_id: str, dtype_name: str, backends: List[str], log) -> List[di
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.lowprec_error", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.evidence.lowprec_error", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--dtypes", default=",".join(DTYPES))
     p.add_argument("--backends", default="rules,native,func,loop" if _ext.HAS_NATIVE else "rules,func,loop")

@@ -2,10 +2,10 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.nasbench201 simulate --seeds 200 --json benchmarks/nasbench201_sim.json
-    .venv/bin/python -m benchmarks.nasbench201 search --seeds 10 --json benchmarks/nasbench201_search.json
-    nice -n 5 .venv/bin/python -m benchmarks.nasbench201 schedules --seeds 10 --rounds 4 --w-steps 16 \
-        --json benchmarks/nasbench201_schedules.json
+    .venv/bin/python -m benchmarks.evidence.nasbench201 simulate --seeds 200 --json benchmarks/evidence/nasbench201_sim.json
+    .venv/bin/python -m benchmarks.evidence.nasbench201 search --seeds 10 --json benchmarks/evidence/nasbench201_search.json
+    nice -n 5 .venv/bin/python -m benchmarks.evidence.nasbench201 schedules --seeds 10 --rounds 4 --w-steps 16 \
+        --json benchmarks/evidence/nasbench201_schedules.json
 
 ``--table`` (default ``../shared/datasets/nasbench201-accuracies.csv``) is the table; ftdfast itself takes it as
 an argument (:func:`ftdfast.nas.load_nasbench201`).
@@ -82,7 +82,7 @@ from ftdfast.nas.search import DEFAULT_SCHEDULE, SplitData
 def shared_file(name: str) -> str:
     """``../shared/datasets/NAME`` beside the repository, else ``/work/shared/datasets/NAME`` (the project's
     machines), else the first of those paths (so the error names it)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     places = [os.path.normpath(os.path.join(root, "..", "shared", "datasets", name)),
               os.path.join("/work", "shared", "datasets", name)]
     return next((q for q in places if os.path.exists(q)), places[0])

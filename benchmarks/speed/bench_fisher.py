@@ -2,9 +2,9 @@
 
 Run from the repository root (these are not unit tests: ``pytest tests`` does not collect them)::
 
-    .venv/bin/python -m pytest benchmarks/bench_fisher.py --benchmark-only
-    .venv/bin/python -m pytest benchmarks/bench_fisher.py --benchmark-only -k resnet18
-    .venv/bin/python -m pytest benchmarks/bench_fisher.py --benchmark-only --benchmark-group-by=param:model_id
+    .venv/bin/python -m pytest benchmarks/speed/bench_fisher.py --benchmark-only
+    .venv/bin/python -m pytest benchmarks/speed/bench_fisher.py --benchmark-only -k resnet18
+    .venv/bin/python -m pytest benchmarks/speed/bench_fisher.py --benchmark-only --benchmark-group-by=param:model_id
 
 One benchmark per (model, backend) for ``backend`` in ``baseline`` (one plain forward +
 backward of the mean cross-entropy loss on the full batch: the reference time), ``rules``
@@ -12,8 +12,8 @@ and ``native`` (only where the extension is built). Every Fisher benchmark first
 its result on the first 16 samples against the ``"loop"`` backend in float64 on a float64
 copy of the model (per parameter, ``max|F - F_ref| / max|F_ref| <= 2e-3``), then times
 ``fisher_diagonal`` on the full batch (one batch, ``batch_size=N``) with
-``benchmark.pedantic`` after one warm-up round. Models and data: :mod:`benchmarks.models`.
-For time ratios to the baseline and peak memory, see ``python -m benchmarks.compare``.
+``benchmark.pedantic`` after one warm-up round. Models and data: :mod:`benchmarks.speed.models`.
+For time ratios to the baseline and peak memory, see ``python -m benchmarks.speed.compare``.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Agreement of a source ranking with the measured transfer gain: Kendall tau, Spearman, top-1 hit, regret,
-and bootstrap intervals over targets (the helpers of :mod:`benchmarks.transfer.compare`)."""
+and bootstrap intervals over targets (the helpers of :mod:`benchmarks.evidence.transfer.compare`)."""
 from __future__ import annotations
 
 import math

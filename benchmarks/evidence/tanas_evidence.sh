@@ -2,7 +2,7 @@
 # Task-aware NAS against FUSE and random search in the general space and hand-designed networks (issue 14,
 # section 4): MNIST Task 2 and CIFAR-10 Task 2, with several search seeds and several final-training seeds.
 #
-# Usage: benchmarks/tanas_evidence.sh [DATA_DIR] [OUT]      (defaults: ../shared/datasets docs/nas/evidence)
+# Usage: benchmarks/evidence/tanas_evidence.sh [DATA_DIR] [OUT]      (defaults: ../shared/datasets docs/nas/evidence)
 # Resumable: the dictionary and every finished comparison row are files under OUT; rerun to continue.
 # Settings (environment variables, defaults in brackets):
 #   DATASETS ["mnist cifar10"]   SEARCH_SEEDS ["0 1 2"]   FINAL_SEEDS ["0,1,2"]   DIST_SEEDS [3]
@@ -18,7 +18,7 @@
 #   DATASETS=digits MAX_TRAIN=300 MAX_TEST=90 EPOCHS=1 SEARCH_SEEDS="0" FINAL_SEEDS=0,1 DIST_SEEDS=2 DIST_EPOCHS=2 \
 #   REPORT=0 HAND=small_cnn HAND_WIDTH=1 \
 #   BUDGET="--iterations 1 --candidates 2 --rounds 1 --w-steps 3 --channels 4 --layers 3" \
-#   benchmarks/tanas_evidence.sh "" /tmp/tanas-smoke
+#   benchmarks/evidence/tanas_evidence.sh "" /tmp/tanas-smoke
 set -euo pipefail
 DATA=${1:-../shared/datasets}
 OUT=${2:-docs/nas/evidence}

@@ -1,11 +1,11 @@
 """Which estimator ranks source models by their measured transfer gain? (issue 25, the comparison)
 
-Run from the repository root after :mod:`benchmarks.transfer.groundtruth` (its source networks are reused from
+Run from the repository root after :mod:`benchmarks.evidence.transfer.groundtruth` (its source networks are reused from
 its cache; nothing is retrained that it trained)::
 
-    .venv/bin/python -m benchmarks.transfer.compare score       # resumable, one JSON per (setting, target, seed)
-    .venv/bin/python -m benchmarks.transfer.compare asym        # d(a, b) and d(b, a) for the asymmetry pairs
-    .venv/bin/python -m benchmarks.transfer.compare summarize   # -> benchmarks/transfer/compare.json, a table
+    .venv/bin/python -m benchmarks.evidence.transfer.compare score       # resumable, one JSON per (setting, target, seed)
+    .venv/bin/python -m benchmarks.evidence.transfer.compare asym        # d(a, b) and d(b, a) for the asymmetry pairs
+    .venv/bin/python -m benchmarks.evidence.transfer.compare summarize   # -> benchmarks/evidence/transfer/compare.json, a table
 
 **Two settings** of :func:`ftdfast.transfer.rank_sources`:
 
@@ -18,10 +18,10 @@ its cache; nothing is retrained that it trained)::
   target, scores averaged over the 3 seeds. The source networks come from the ground truth's cache.
 
 **Ground truth**: a source's gain on a target is its fine-tuned test accuracy minus training from scratch,
-paired by seed and averaged over the 3 seeds (:mod:`benchmarks.transfer.groundtruth`), at the full budget
+paired by seed and averaged over the 3 seeds (:mod:`benchmarks.evidence.transfer.groundtruth`), at the full budget
 (``acc_300``) and after 50 steps (the speed of transfer).
 
-**Statistics** (:mod:`benchmarks.transfer.stats`): per target Kendall tau-b, Spearman, top-1 hit and regret;
+**Statistics** (:mod:`benchmarks.evidence.transfer.stats`): per target Kendall tau-b, Spearman, top-1 hit and regret;
 their means over the 6 targets with percentile-bootstrap 95% intervals over targets; each estimator against the
 paper's FTD paired by target. Costs: wall seconds of each estimator's scoring as ``rank_sources`` reports it
 (the target networks' training is charged to the first estimator that needs them: see ``target_nets_s``).

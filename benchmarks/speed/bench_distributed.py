@@ -2,10 +2,10 @@
 
 Run from the repository root (under a minute on a 2-core CPU)::
 
-    .venv/bin/python -m benchmarks.bench_distributed
-    .venv/bin/python -m benchmarks.bench_distributed --model vgg --n 1024 --repeat 3
+    .venv/bin/python -m benchmarks.speed.bench_distributed
+    .venv/bin/python -m benchmarks.speed.bench_distributed --model vgg --n 1024 --repeat 3
 
-The problem is one of :mod:`benchmarks.models` (default: LeNet-5 on N = 4096 random
+The problem is one of :mod:`benchmarks.speed.models` (default: LeNet-5 on N = 4096 random
 1x28x28 inputs, float32 model, float64 accumulation, ``batch_size=256``). One job of 2
 processes is spawned (``torch.multiprocessing``, gloo over a FileStore); both ranks
 build the same model and data. Rank 0 first computes the single-process Fisher

@@ -3,7 +3,7 @@
 # extension with its CUDA kernels, then check and time them. Run from anywhere
 # (it works in the repository root):
 #
-#     benchmarks/gpu_check.sh            # outputs in ${OUT:-benchmarks/gpu_out}/
+#     benchmarks/gpu/gpu_check.sh            # outputs in ${OUT:-benchmarks/gpu_out}/
 #
 # Steps, each with its own time limit inside a total budget (GPU_CHECK_BUDGET_S,
 # default 470 s); a failing step is marked FAIL and the others still run:
@@ -15,9 +15,9 @@
 #   ops_check     every CUDA op vs its *_ref on random shapes (max rel error per op) + layer timings
 #   bandwidth     fisher_distance on ResNet-18-sized lists (11M entries) vs a device copy
 #   tests         pytest tests/test_ops_cuda.py tests/native/test_specs.py tests/fisher/test_cuda.py, and the CUDA tests of tests/test_selfcheck.py
-#   fisher_bench  python -m benchmarks.compare --device cuda (rules and native backends, 5 models); FAIL if a
+#   fisher_bench  python -m benchmarks.speed.compare --device cuda (rules and native backends, 5 models); FAIL if a
 #                 native op fell back to the reference (a self-check warning in its log or compare.json)
-#   fuse_bench    python -m benchmarks.bench_fuse --device cuda (8 FUSE candidates fused vs sequential;
+#   fuse_bench    python -m benchmarks.speed.bench_fuse --device cuda (8 FUSE candidates fused vs sequential;
 #                 the issue-5 target: fused at least 2x the sequential throughput)
 #   memcheck      compute-sanitizer memcheck of ftdfast's kernels on one small call of each (if the tool is there)
 #   racecheck     compute-sanitizer racecheck (shared-memory races) of ftdfast's kernels, likewise
@@ -126,11 +126,11 @@ print(\"SUMMARY: HAS_CUDA=%s\" % e.HAS_CUDA + (\"\" if e.HAS_NATIVE else \", loa
 raise SystemExit(0 if e.HAS_CUDA else 1)
 '"
 
-run_step first_use 60 "$PY -m ftdfast doctor > '$OUT_DIR/doctor.txt' 2>&1; cat '$OUT_DIR/doctor.txt'; $PY -m benchmarks.gpu_ops_check --first-use --out '$OUT_DIR/first_use.json'"
+run_step first_use 60 "$PY -m ftdfast doctor > '$OUT_DIR/doctor.txt' 2>&1; cat '$OUT_DIR/doctor.txt'; $PY -m benchmarks.gpu.gpu_ops_check --first-use --out '$OUT_DIR/first_use.json'"
 
-run_step ops_check 150 "$PY -m benchmarks.gpu_ops_check --out '$OUT_DIR/ops_check.json'"
+run_step ops_check 150 "$PY -m benchmarks.gpu.gpu_ops_check --out '$OUT_DIR/ops_check.json'"
 
-run_step bandwidth 90 "$PY -m benchmarks.gpu_ops_check --bandwidth --out '$OUT_DIR/bandwidth.json'"
+run_step bandwidth 90 "$PY -m benchmarks.gpu.gpu_ops_check --bandwidth --out '$OUT_DIR/bandwidth.json'"
 
 SHOW_LINES=25 run_step tests 200 "$PY -m pytest tests/test_ops_cuda.py tests/native/test_specs.py tests/fisher/test_cuda.py 'tests/test_selfcheck.py::test_cuda_native_off_on_a_gpu_uses_the_reference' 'tests/test_selfcheck.py::test_cuda_kernels_pass_their_check' -k cuda -q -p no:cacheprovider -rfEs -o addopts='' 2>&1 | tail -n 300; exit \${PIPESTATUS[0]}"
 cp "$LOGS/tests.log" "$OUT_DIR/tests.log" 2>/dev/null
@@ -140,7 +140,7 @@ if [ "${STATUS[tests]}" = PASS ] && ! grep -a -q -E '[0-9]+ passed' "$LOGS/tests
   STATUS[tests]=FAIL NOTE[tests]="nothing passed (all skipped?): ${NOTE[tests]}"
 fi
 
-SHOW_LINES=12 run_step fisher_bench 150 "$PY -m benchmarks.compare --device cuda --no-memory --backends rules,native --repeat 3 --out '$OUT_DIR/compare.json'"
+SHOW_LINES=12 run_step fisher_bench 150 "$PY -m benchmarks.speed.compare --device cuda --no-memory --backends rules,native --repeat 3 --out '$OUT_DIR/compare.json'"
 cp "$LOGS/fisher_bench.log" "$OUT_DIR/compare.log" 2>/dev/null
 if [ -f "$OUT_DIR/compare.json" ]; then
   bench_note=$($PY - "$OUT_DIR/compare.json" <<'EOF'
@@ -168,7 +168,7 @@ EOF
   if ((bench_rc != 0)); then STATUS[fisher_bench]=FAIL; fi
 fi
 
-SHOW_LINES=12 run_step fuse_bench 60 "$PY -m benchmarks.bench_fuse --device cuda --repeats 15 --steps 3 --out '$OUT_DIR/fuse.json'"
+SHOW_LINES=12 run_step fuse_bench 60 "$PY -m benchmarks.speed.bench_fuse --device cuda --repeats 15 --steps 3 --out '$OUT_DIR/fuse.json'"
 if [ -f "$OUT_DIR/fuse.json" ]; then
   fuse_note=$($PY - "$OUT_DIR/fuse.json" <<'EOF'
 import json, sys
@@ -197,7 +197,7 @@ fi
 if command -v compute-sanitizer >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer" ]; then
   SAN=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
   for tool in memcheck racecheck; do
-    SHOW_LINES=12 run_step "$tool" 90 "$SAN --tool $tool --kernel-name kns=ftdfast --error-exitcode 3 $PY -m benchmarks.gpu_ops_check --smoke 2>&1 | tail -n 60; rc=\${PIPESTATUS[0]}; [ \$rc -eq 3 ] && echo 'SUMMARY: compute-sanitizer $tool found errors'; exit \$rc"
+    SHOW_LINES=12 run_step "$tool" 90 "$SAN --tool $tool --kernel-name kns=ftdfast --error-exitcode 3 $PY -m benchmarks.gpu.gpu_ops_check --smoke 2>&1 | tail -n 60; rc=\${PIPESTATUS[0]}; [ \$rc -eq 3 ] && echo 'SUMMARY: compute-sanitizer $tool found errors'; exit \$rc"
   done
 else
   for tool in memcheck racecheck; do
@@ -208,7 +208,7 @@ fi
 # ---------------------------------------------------------------- the table
 if [ -f "$OUT_DIR/compare.json" ]; then
   echo
-  echo "== Fisher benchmark on the GPU (benchmarks.compare --device cuda; time ms, x f+b = ratio to one forward+backward)"
+  echo "== Fisher benchmark on the GPU (benchmarks.speed.compare --device cuda; time ms, x f+b = ratio to one forward+backward)"
   grep -a -A 40 '^model ' "$LOGS/fisher_bench.log" | grep -a -v '^total '
 fi
 total=$(($(date +%s) - T0))

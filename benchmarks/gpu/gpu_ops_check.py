@@ -1,11 +1,11 @@
 """The CUDA kernels of ftdfast's native ops on a GPU: accuracy, speed, and fisher_distance bandwidth.
 
-Run from the repository root (part of benchmarks/gpu_check.sh)::
+Run from the repository root (part of benchmarks/gpu/gpu_check.sh)::
 
-    python -m benchmarks.gpu_ops_check                 # accuracy of every op + timings of a few layers
-    python -m benchmarks.gpu_ops_check --bandwidth     # fisher_distance on ResNet-18-sized lists vs a copy
-    python -m benchmarks.gpu_ops_check --smoke         # each op on small samples (for compute-sanitizer) (for compute-sanitizer)
-    python -m benchmarks.gpu_ops_check --first-use     # each ftdfast.native.ops function once: its self-check must pass
+    python -m benchmarks.gpu.gpu_ops_check                 # accuracy of every op + timings of a few layers
+    python -m benchmarks.gpu.gpu_ops_check --bandwidth     # fisher_distance on ResNet-18-sized lists vs a copy
+    python -m benchmarks.gpu.gpu_ops_check --smoke         # each op on small samples (for compute-sanitizer) (for compute-sanitizer)
+    python -m benchmarks.gpu.gpu_ops_check --first-use     # each ftdfast.native.ops function once: its self-check must pass
 
 Accuracy: every CUDA op on its spec's samples and awkward samples
 (``ftdfast.native.reference.SPECS``: odd sizes, t = 1, n = 0, groups, stride, padding,
@@ -210,7 +210,7 @@ def bandwidth(repeat: int) -> Dict[str, dict]:
 
 # ----------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_ops_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu.gpu_ops_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--bandwidth", action="store_true", help="time fisher_distance against a device copy instead")
     p.add_argument("--smoke", action="store_true", help="each kernel once on small inputs (for compute-sanitizer)")
     p.add_argument("--first-use", action="store_true",

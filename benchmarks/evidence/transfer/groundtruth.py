@@ -3,9 +3,9 @@
 Run from the repository root (resumable: every unit of work is one JSON file under ``--out``; a rerun skips
 what is done; the source networks are cached under ``--out/cache``)::
 
-    .venv/bin/python -m benchmarks.transfer.groundtruth run      # train sources, fine-tune, scratch (CPU, ~1 h)
-    .venv/bin/python -m benchmarks.transfer.groundtruth asym     # transfer both ways between source tasks
-    .venv/bin/python -m benchmarks.transfer.groundtruth collect  # -> groundtruth.csv, groundtruth_asym.csv
+    .venv/bin/python -m benchmarks.evidence.transfer.groundtruth run      # train sources, fine-tune, scratch (CPU, ~1 h)
+    .venv/bin/python -m benchmarks.evidence.transfer.groundtruth asym     # transfer both ways between source tasks
+    .venv/bin/python -m benchmarks.evidence.transfer.groundtruth collect  # -> groundtruth.csv, groundtruth_asym.csv
 
 **One input format.** Every image, from MNIST, Fashion-MNIST or the CIFAR-10 subset, becomes 3 x 32 x 32 in
 [0, 1] (grey images zero-padded from 28 to 32 and repeated over 3 channels), normalized by the fixed
@@ -29,7 +29,7 @@ source network of seed s with data order and head seeded by s; scratch seed s us
 ``gain = finetuned - scratch`` is paired per seed.
 
 ``collect`` writes one row per (source, target, seed) and per (scratch, target, seed) with the accuracy at every
-checkpoint; :mod:`benchmarks.transfer.compare` reads it.
+checkpoint; :mod:`benchmarks.evidence.transfer.compare` reads it.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ ARCH = "small_cnn"
 HEAD_WIDTH = 10
 SEEDS = (0, 1, 2)
 CHECKPOINTS = (25, 50, 100, 200, 300)
-#: The data and recipe sizes (command-line defaults here and in :mod:`benchmarks.transfer.compare`, which must
+#: The data and recipe sizes (command-line defaults here and in :mod:`benchmarks.evidence.transfer.compare`, which must
 #: rebuild the very targets and source data of the ground truth).
 SOURCE_TRAIN, SHOTS, TARGET_TEST, STEPS = 5000, 100, 200, 300
 

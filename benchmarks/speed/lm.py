@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.lm                        # ~10 min on 2 cores
-    .venv/bin/python -m benchmarks.lm --backends native --repeat 5 --check-samples 2
+    .venv/bin/python -m benchmarks.speed.lm                        # ~10 min on 2 cores
+    .venv/bin/python -m benchmarks.speed.lm --backends native --repeat 5 --check-samples 2
 
 The model: transformers' ``GPT2LMHeadModel(GPT2Config())`` (124M parameters, the GPT-2 small
 defaults), random initialization (seeded, nothing downloaded), float32, eval mode. The data:
@@ -23,7 +23,7 @@ next-token cross-entropy over its T - 1 predicted tokens (:func:`next_token_loss
 3. **memory**: each item runs again in a fresh subprocess (``--one ITEM``): build, one warm-up
    run, reset the peak RSS (``/proc/self/clear_refs``), one run, ``peak RSS - RSS before``
    (VmHWM - VmRSS), glibc told to ``mmap`` blocks of 64 KiB and more so that freed tensors
-   leave the RSS (as in :mod:`benchmarks.compare`). torch's CPU allocations are not seen by
+   leave the RSS (as in :mod:`benchmarks.speed.compare`). torch's CPU allocations are not seen by
    ``tracemalloc``; the RSS is what the process holds. The ratio is backend delta / baseline delta.
 
 Results go to ``--out`` (JSON, default ``benchmarks/lm.json``); a table is printed last.
@@ -148,9 +148,9 @@ def measure_one(item: str) -> dict:
 
 def measure_in_subprocess(item: str, timeout: float = 900) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD, PYTHONWARNINGS="ignore")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "benchmarks.lm", "--one", item]
+    cmd = [sys.executable, "-m", "benchmarks.speed.lm", "--one", item]
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -162,7 +162,7 @@ def measure_in_subprocess(item: str, timeout: float = 900) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.lm", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed.lm", description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="native,native32,rules" if _ext.HAS_NATIVE else "rules")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--check-samples", type=int, default=2)

@@ -1,6 +1,6 @@
 """The task-distance pipeline end to end, timed by phase: load, train, Fisher, distance.
 
-    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.bench_pipeline --data-dir ../shared/datasets
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.speed.bench_pipeline --data-dir ../shared/datasets
 
 Target (issue 13, section 5), on 2 CPU cores: the MNIST 4 x 4 matrix (the paper's four tasks), 3 seeds,
 networks trained to epsilon = 0.02, in <= 10 minutes, with the default (label-free exact) Fisher at
@@ -43,7 +43,7 @@ def check_against_reference(task, fisher: str, batch_size: int, samples: int = 2
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_pipeline", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed.bench_pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.path.join("..", "shared", "datasets"))
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--arch", default="small_cnn")

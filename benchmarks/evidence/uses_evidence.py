@@ -1,7 +1,7 @@
 """Evidence for ftdfast.uses on MNIST, on the CPU: EWC on split MNIST, and Fisher-weighted merging.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.uses_evidence --data ../shared/datasets/mnist.npz \
-        --seeds 5 --out benchmarks/uses_evidence.json
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.evidence.uses_evidence --data ../shared/datasets/mnist.npz \
+        --seeds 5 --out benchmarks/evidence/uses_evidence.json
 
 Both experiments use a small CNN (conv 8@5x5/2 - conv 16@5x5/2 - fc 64 - fc 10, 20.5k parameters) whose
 10 output units are shared by the tasks: a task uses its own 5 logits (``TaskCNN.classes``), in training,
@@ -348,7 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="fisher_merge floors to compare (relative to the mean Fisher entry)")
     p.add_argument("--merge-seeds", type=int, default=10)
     p.add_argument("--only", choices=["ewc", "merge"])
-    p.add_argument("--out", default="benchmarks/uses_evidence.json")
+    p.add_argument("--out", default="benchmarks/evidence/uses_evidence.json")
     p.add_argument("--summarize", metavar="JSON", help="print the summary of a saved run (no training)")
     args = p.parse_args(argv)
     if args.summarize:
@@ -363,7 +363,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     mnist = load_mnist(args.data)
     given = argv if argv is not None else sys.argv[1:]
-    report = {"command": " ".join(["python -m benchmarks.uses_evidence"] + given),
+    report = {"command": " ".join(["python -m benchmarks.evidence.uses_evidence"] + given),
               "args": vars(args), "torch": torch.__version__, "ftdfast": ftdfast.__version__,
               "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
     text = []

@@ -1,6 +1,6 @@
 """Which Fisher and head policy should the task distance use? The ablation behind the defaults, on real data.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.reproduce_paper --data-dir ../shared/datasets --out docs/paper
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.evidence.reproduce_paper --data-dir ../shared/datasets --out docs/paper
 
 For each dataset (the paper's four MNIST and CIFAR-10 tasks, ``paper_tasks``), architecture and seed,
 the epsilon-approximation networks are trained ONCE per head policy (epsilon mode: until the test
@@ -180,7 +180,7 @@ def analyse(dataset: str, mats: Dict[Variant, DistanceMatrix], s: dict) -> Tuple
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.reproduce_paper", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.evidence.reproduce_paper", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.path.join("..", "shared", "datasets"))
     p.add_argument("--datasets", default="mnist,cifar10")
     p.add_argument("--archs", default="small_cnn,lenet", help="MNIST architectures")
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         print(msg, flush=True)
 
     started = time.perf_counter()
-    cmd = "OMP_NUM_THREADS=1 python -m benchmarks.reproduce_paper " + " ".join(
+    cmd = "OMP_NUM_THREADS=1 python -m benchmarks.evidence.reproduce_paper " + " ".join(
         argv if argv is not None else sys.argv[1:])
     body: List[str] = []
     summary: List[dict] = []

@@ -1,6 +1,6 @@
 """The distance ops on ResNet-18-sized Fisher diagonals (11.2M entries) against a plain ``torch.sum``.
 
-    .venv/bin/python -m benchmarks.bench_distance [--repeat 7] [--dtype float32|float64] [--rows 4]
+    .venv/bin/python -m benchmarks.speed.bench_distance [--repeat 7] [--dtype float32|float64] [--rows 4]
 
 - ``fisher_distance(f_a, f_b)`` on two lists shaped like ResNet-18's parameters; the baseline is
   ``torch.sum`` over the same tensors (each of the two lists, tensor by tensor: one read of every
@@ -51,7 +51,7 @@ def timed(items, repeat):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_distance", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed.bench_distance", description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--rows", type=int, default=4, help="R for the matrix op (R x R distances)")

@@ -1,10 +1,10 @@
-"""Speed and memory of fisher_diagonal on the model zoo (tests/zoo/models.py), as ratios to one
+"""Speed and memory of fisher_diagonal on the model zoo (benchmarks/speed/zoo_models.py), as ratios to one
 forward+backward of the mean loss measured in the same run.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.zoo [--models id,id] [--repeat 3] [--out benchmarks/zoo.json]
+    OMP_NUM_THREADS=1 python -m benchmarks.speed.zoo [--models id,id] [--repeat 3] [--out benchmarks/speed/zoo.json]
 
 Per model: the batch at a realistic small size (N=32), float32 model; first a check of the
-fast path against the independent float64 per-sample reference (tests/zoo/reference.py) on the
+fast path against the independent float64 per-sample reference (benchmarks/speed/zoo_reference.py) on the
 first 4 samples, then interleaved timing (median of ``--repeat`` rounds after a warm-up) of
 
 - ``f+b``: forward + backward of the mean cross-entropy (the baseline, ratio 1);
@@ -41,9 +41,9 @@ from ftdfast.fisher.backends import ParamTable, RulesBackend
 from . import tools as T
 from .compare import MMAP_THRESHOLD, _proc_status, _reset_peak, time_items
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.zoo import models as Z  # noqa: E402
-from tests.zoo.reference import fisher_reference, max_relative_errors  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmarks.speed import zoo_models as Z  # noqa: E402
+from benchmarks.speed.zoo_reference import fisher_reference, max_relative_errors  # noqa: E402
 
 N = 32
 CHECK = 4
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if argv is None and os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD:
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
-        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.zoo"] + sys.argv[1:], env)
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.speed.zoo"] + sys.argv[1:], env)
     warnings.filterwarnings("ignore")
     ids = [m for m in args.models.split(",") if m]
     unknown = [m for m in ids if m not in BENCH]

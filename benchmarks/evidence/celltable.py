@@ -2,11 +2,11 @@
 
 Run from the repository root (one core, niced; ``OMP_NUM_THREADS=1``)::
 
-    nice -n 5 .venv/bin/python -m benchmarks.celltable run       # 35 min CPU: 750 units + 30 second seeds
-    nice -n 10 .venv/bin/python -m benchmarks.celltable distance # minutes: -> benchmarks/celltable_distance.json
-    .venv/bin/python -m benchmarks.celltable collect             # -> celltable.csv, celltable_report.json
-    .venv/bin/python -m benchmarks.celltable fair                # seconds: -> benchmarks/celltable_fair.json
-    nice -n 5 .venv/bin/python -m benchmarks.celltable search    # real searches scored by the table (resumable)
+    nice -n 5 .venv/bin/python -m benchmarks.evidence.celltable run       # 35 min CPU: 750 units + 30 second seeds
+    nice -n 10 .venv/bin/python -m benchmarks.evidence.celltable distance # minutes: -> benchmarks/evidence/celltable_distance.json
+    .venv/bin/python -m benchmarks.evidence.celltable collect             # -> celltable.csv, celltable_report.json
+    .venv/bin/python -m benchmarks.evidence.celltable fair                # seconds: -> benchmarks/evidence/celltable_fair.json
+    nice -n 5 .venv/bin/python -m benchmarks.evidence.celltable search    # real searches scored by the table (resumable)
 
 **The space.** The 125 cells of 3 nodes over NAS-Bench-201's 5 operations (``NB201Space(num_nodes=3)``),
 each in the NAS-Bench-201 skeleton at ``--channels`` (8) and 1 cell per stage, inputs average-pooled to 16x16.
@@ -66,7 +66,7 @@ from ftdfast.progress import progress_bar
 from ftdfast.tasks import Task
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(os.path.dirname(HERE), "results", "celltable")   # gitignored
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.dirname(HERE)), "results", "celltable")   # gitignored
 DEFAULT_CSV = os.path.join(HERE, "celltable.csv")
 DEFAULT_MATRIX = os.path.join(HERE, "celltable_distance.json")
 DEFAULT_FASHION = "/usr/share/datasets/fashion-mnist"
@@ -237,7 +237,7 @@ def run(args) -> None:
 def read_units(out: str) -> List[Dict[str, Any]]:
     """Every unit record under ``out`` (any settings: :func:`collect` checks that they agree)."""
     if not os.path.isdir(out):
-        raise SystemExit(f"celltable: {out} holds no units; run `python -m benchmarks.celltable run` first")
+        raise SystemExit(f"celltable: {out} holds no units; run `python -m benchmarks.evidence.celltable run` first")
     recs = []
     for task in sorted(os.listdir(out)):
         folder = os.path.join(out, task)
@@ -271,7 +271,7 @@ def load_table(path: str = DEFAULT_CSV, seed: int = 0, tasks: Optional[Sequence[
     ``<task>_val`` and ``<task>_test`` (%) for every task (or those of ``tasks``), one row per cell (every task
     must hold every cell)."""
     if not os.path.exists(path):
-        raise SystemExit(f"celltable: {path} not found; make it with `python -m benchmarks.celltable collect`")
+        raise SystemExit(f"celltable: {path} not found; make it with `python -m benchmarks.evidence.celltable collect`")
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["seed"]) == seed and (tasks is None or r["task"] in tasks)]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
@@ -490,7 +490,7 @@ def fair(args) -> None:
     from ftdfast.distance import DistanceMatrix
     table = load_table(args.csv, tasks=args.tasks)
     if not os.path.exists(args.matrix):
-        raise SystemExit(f"celltable: {args.matrix} not found; compute it with `python -m benchmarks.celltable "
+        raise SystemExit(f"celltable: {args.matrix} not found; compute it with `python -m benchmarks.evidence.celltable "
                          "distance`")
     dist = DistanceMatrix.load(args.matrix)
     if not set(table_tasks(table)) <= set(dist.tasks):
@@ -658,7 +658,7 @@ def main(argv=None) -> int:
     d = sub.add_parser("distance", help="the Fisher task distance between the tasks (cached)")
     add_data_options(d)
     d.add_argument("--seeds", type=int, default=3)
-    d.add_argument("--cache", default=os.path.join(os.path.dirname(HERE), "results", "celltable_distance"))
+    d.add_argument("--cache", default=os.path.join(os.path.dirname(os.path.dirname(HERE)), "results", "celltable_distance"))
     d.add_argument("--matrix", default=DEFAULT_MATRIX)
     d.add_argument("--threads", type=int, default=1)
     f = sub.add_parser("fair", help="the fair test of TA-NAS's premise on the table (seconds)")
@@ -676,7 +676,7 @@ def main(argv=None) -> int:
     se.add_argument("--methods", nargs="+", default=list(SEARCH_METHODS), choices=SEARCH_METHODS)
     se.add_argument("--seeds", type=int, default=10)
     se.add_argument("--channels", type=int, default=8)
-    se.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "results", "celltable_search"))
+    se.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(HERE)), "results", "celltable_search"))
     se.add_argument("--json", default=os.path.join(HERE, "celltable_search.json"))
     se.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
