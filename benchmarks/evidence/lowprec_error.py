@@ -185,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--dtypes", default=",".join(DTYPES))
     p.add_argument("--backends", default="rules,native,func,loop" if _ext.HAS_NATIVE else "rules,func,loop")
-    p.add_argument("--out", default=os.path.join("benchmarks", "lowprec_error.json"))
+    p.add_argument("--out", default=os.path.join("benchmarks", "evidence", "lowprec_error.json"))
     args = p.parse_args(argv)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     rows: List[dict] = []

@@ -26,7 +26,7 @@ next-token cross-entropy over its T - 1 predicted tokens (:func:`next_token_loss
    leave the RSS (as in :mod:`benchmarks.speed.compare`). torch's CPU allocations are not seen by
    ``tracemalloc``; the RSS is what the process holds. The ratio is backend delta / baseline delta.
 
-Results go to ``--out`` (JSON, default ``benchmarks/lm.json``); a table is printed last.
+Results go to ``--out`` (JSON, default ``benchmarks/speed/lm.json``); a table is printed last.
 """
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--check-samples", type=int, default=2)
     p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--out", default=os.path.join("benchmarks", "lm.json"))
+    p.add_argument("--out", default=os.path.join("benchmarks", "speed", "lm.json"))
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
