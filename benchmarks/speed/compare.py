@@ -415,7 +415,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="comma-separated, from " + ",".join(ALL_BACKENDS) + " (default: all available, "
                    "minus DEFAULT_SKIPS; naming backends here forces them on every model)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per item (median), after one warm-up")
-    p.add_argument("--out", default=os.path.join("benchmarks", "results.json"))
+    p.add_argument("--out", default=os.path.join("benchmarks", "speed", "results.json"))
     p.add_argument("--check-samples", type=int, default=CHECK_SAMPLES)
     p.add_argument("--rtol", type=float, default=RTOL)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
