@@ -16,7 +16,7 @@ from ftdfast.native import _ext, ops
 from ftdfast.native.reference import sq_grad_sum_linear_ref
 
 needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension not built: {_ext.LOAD_ERROR}")
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+needs_gpu = pytest.mark.cuda
 
 # (n, t, i, o) with readable ids, including the awkward cases.
 SHAPES = {

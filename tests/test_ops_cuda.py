@@ -28,7 +28,7 @@ from ftdfast.native.reference import (
 )
 
 pytestmark = [
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
+    pytest.mark.cuda,
     pytest.mark.skipif(not _ext.HAS_CUDA, reason=f"extension without CUDA kernels (load error: {_ext.LOAD_ERROR})"),
 ]
 

@@ -286,7 +286,8 @@ def test_cuda_native_off_leaves_the_cpu_kernels_on(monkeypatch):
     assert result.status == "ok" and result.use_native
 
 
-@pytest.mark.skipif(not (_ext.HAS_CUDA and torch.cuda.is_available()), reason="needs the CUDA kernels and a GPU")
+@pytest.mark.cuda
+@pytest.mark.skipif(not _ext.HAS_CUDA, reason="needs the CUDA kernels")
 def test_cuda_native_off_on_a_gpu_uses_the_reference(monkeypatch):
     monkeypatch.setenv(selfcheck.CUDA_NATIVE_ENV, "0")
     kernel = _inject(monkeypatch, "sq_grad_sum_linear", "raises")
@@ -296,7 +297,8 @@ def test_cuda_native_off_on_a_gpu_uses_the_reference(monkeypatch):
     torch.testing.assert_close(got, sq_grad_sum_linear_ref(a, g), rtol=0.0, atol=0.0)
 
 
-@pytest.mark.skipif(not (_ext.HAS_CUDA and torch.cuda.is_available()), reason="needs the CUDA kernels and a GPU")
+@pytest.mark.cuda
+@pytest.mark.skipif(not _ext.HAS_CUDA, reason="needs the CUDA kernels")
 def test_cuda_kernels_pass_their_check():
     for op in SPECS:
         for dtype in selfcheck.DTYPES:

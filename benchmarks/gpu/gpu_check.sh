@@ -14,7 +14,7 @@
 #                 the first-use self-check must pass on CUDA and leave the native kernels in use
 #   ops_check     every CUDA op vs its *_ref on random shapes (max rel error per op) + layer timings
 #   bandwidth     fisher_distance on ResNet-18-sized lists (11M entries) vs a device copy
-#   tests         pytest tests/test_ops_cuda.py tests/native/test_specs.py tests/fisher/test_cuda.py, and the CUDA tests of tests/test_selfcheck.py
+#   tests         pytest tests -m cuda (every test marked cuda; tests/conftest.py skips them without a GPU)
 #   fisher_bench  python -m benchmarks.speed.compare --device cuda (rules and native backends, 5 models); FAIL if a
 #                 native op fell back to the reference (a self-check warning in its log or compare.json)
 #   fuse_bench    python -m benchmarks.speed.bench_fuse --device cuda (8 FUSE candidates fused vs sequential;
@@ -132,7 +132,7 @@ run_step ops_check 150 "$PY -m benchmarks.gpu.gpu_ops_check --out '$OUT_DIR/ops_
 
 run_step bandwidth 90 "$PY -m benchmarks.gpu.gpu_ops_check --bandwidth --out '$OUT_DIR/bandwidth.json'"
 
-SHOW_LINES=25 run_step tests 200 "$PY -m pytest tests/test_ops_cuda.py tests/native/test_specs.py tests/fisher/test_cuda.py 'tests/test_selfcheck.py::test_cuda_native_off_on_a_gpu_uses_the_reference' 'tests/test_selfcheck.py::test_cuda_kernels_pass_their_check' -k cuda -q -p no:cacheprovider -rfEs -o addopts='' 2>&1 | tail -n 300; exit \${PIPESTATUS[0]}"
+SHOW_LINES=25 run_step tests 200 "$PY -m pytest tests -m cuda -q -p no:cacheprovider -rfEs -o addopts='' 2>&1 | tail -n 300; exit \${PIPESTATUS[0]}"
 cp "$LOGS/tests.log" "$OUT_DIR/tests.log" 2>/dev/null
 tests_line=$(grep -a -E '[0-9]+ (passed|failed|skipped|errors?).* in [0-9.]+s' "$LOGS/tests.log" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')
 NOTE[tests]="${tests_line:-${NOTE[tests]:-no pytest summary line}}"

@@ -281,7 +281,7 @@ def test_bad_values(impl, value, message):
         cosine_distance(GOOD, bad)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_inputs_and_mixed_devices(dtype):
     gen = torch.Generator().manual_seed(50)

@@ -6,7 +6,7 @@ import ftdfast
 
 from .problems import BY_ID
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+pytestmark = pytest.mark.cuda
 
 
 @pytest.mark.parametrize("backend", ["rules", "auto"])

@@ -20,8 +20,8 @@ needs_native = pytest.mark.skipif(not _ext.HAS_NATIVE, reason=f"native extension
 DTYPES = dict(argnames="dtype", argvalues=[torch.float64, torch.float32], ids=["f64", "f32"])
 DEVICES = dict(argnames="device", argvalues=[
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not (_ext.HAS_CUDA and torch.cuda.is_available()),
-                                                  reason="needs the CUDA kernels and a GPU")),
+    pytest.param("cuda", marks=[pytest.mark.cuda,
+                                pytest.mark.skipif(not _ext.HAS_CUDA, reason="needs the CUDA kernels")]),
 ])
 
 
