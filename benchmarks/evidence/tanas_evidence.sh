@@ -11,6 +11,8 @@
 #   REPORT [1] (0: skip the dictionary's quality report; a later rerun with REPORT=1 adds it)   REPORT_EPOCHS [EPOCHS]
 #   BUDGET ["--iterations 2 --candidates 4 --rounds 3 --w-steps 20 --channels 8 --layers 3"]
 #   PYTHON [.venv/bin/python]
+# 2026-12-08 (FUSE 'halving', docs/nas/evidence_halving): stopped after 140 min wall with 2 of 3 MNIST and 1 of 3
+# CIFAR-10 search seeds, sharing the 2 cores with 3-5 other jobs.
 # Measured (2026-12-07, docs/nas/README.md): MNIST took 88 min wall and CIFAR-10 98 min with the defaults
 # (REPORT=0), each on one torch thread while 2-4 other jobs shared the 2 cores. The dictionary's quality report
 # (REPORT=1) trains 24 more networks for REPORT_EPOCHS: on MNIST 50 min wall, niced behind the other jobs; on
