@@ -21,6 +21,17 @@ from .spec import OpSpec, Problems
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
+def _check_pair(x: torch.Tensor, y: torch.Tensor, x_name: str, y_name: str) -> None:
+    """Two inputs of one op: both floating, one dtype, one device (the kernels' checks and wording)."""
+    for t, name in ((x, x_name), (y, y_name)):
+        if not t.is_floating_point():
+            raise RuntimeError(f"ftdfast: {name} must have a floating dtype, got {t.dtype}")
+    if x.dtype != y.dtype:
+        raise RuntimeError(f"ftdfast: {x_name} and {y_name} must have the same dtype, got {x.dtype} and {y.dtype}")
+    if x.device != y.device:
+        raise RuntimeError(f"ftdfast: {x_name} and {y_name} must be on the same device, got {x.device} and {y.device}")
+
+
 def _check_sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> None:
     """Same checks, and the same wording, as the native kernel."""
     for x, name in ((a, "a (n, t, i)"), (g, "g (n, t, o)")):
@@ -32,13 +43,7 @@ def _check_sq_grad_sum_linear(a: torch.Tensor, g: torch.Tensor) -> None:
                 f"ftdfast: a and g must agree on dim {d} = {what}, got {a.shape[d]} and {g.shape[d]} "
                 f"(shapes {list(a.shape)} and {list(g.shape)})"
             )
-    for x, name in ((a, "a"), (g, "g")):
-        if not x.is_floating_point():
-            raise RuntimeError(f"ftdfast: {name} must have a floating dtype, got {x.dtype}")
-    if a.dtype != g.dtype:
-        raise RuntimeError(f"ftdfast: a and g must have the same dtype, got {a.dtype} and {g.dtype}")
-    if a.device != g.device:
-        raise RuntimeError(f"ftdfast: a and g must be on the same device, got {a.device} and {g.device}")
+    _check_pair(a, g, "a", "g")
 
 
 def sq_grad_sum_linear_ref(a: torch.Tensor, g: torch.Tensor, *,
@@ -134,14 +139,7 @@ def _check_sq_grad_sum_conv(x: torch.Tensor, gy: torch.Tensor, weight_shape: Seq
                 f"ftdfast: grad_output spatial dim {j} is {gy.shape[2 + j]} but the convolution of input "
                 f"{list(x.shape)} with weight_shape {ws}, stride {list(stride)}, padding {list(padding)}, "
                 f"dilation {list(dilation)} gives {out} (grad_output shape {list(gy.shape)})")
-    for t, name in ((x, "input"), (gy, "grad_output")):
-        if not t.is_floating_point():
-            raise RuntimeError(f"ftdfast: {name} must have a floating dtype, got {t.dtype}")
-    if x.dtype != gy.dtype:
-        raise RuntimeError(f"ftdfast: input and grad_output must have the same dtype, got {x.dtype} and {gy.dtype}")
-    if x.device != gy.device:
-        raise RuntimeError(
-            f"ftdfast: input and grad_output must be on the same device, got {x.device} and {gy.device}")
+    _check_pair(x, gy, "input", "grad_output")
 
 
 def sq_grad_sum_conv_ref(input: torch.Tensor, grad_output: torch.Tensor, weight_shape: Sequence[int],
@@ -265,13 +263,7 @@ def _check_fisher_distance_matrix(rows: torch.Tensor, cols: torch.Tensor) -> Non
         raise RuntimeError(
             f"ftdfast: rows and cols must agree on dim 1 = P (parameters), got {rows.shape[1]} and {cols.shape[1]} "
             f"(shapes {list(rows.shape)} and {list(cols.shape)})")
-    for x, name in ((rows, "rows"), (cols, "cols")):
-        if not x.is_floating_point():
-            raise RuntimeError(f"ftdfast: {name} must have a floating dtype, got {x.dtype}")
-    if rows.dtype != cols.dtype:
-        raise RuntimeError(f"ftdfast: rows and cols must have the same dtype, got {rows.dtype} and {cols.dtype}")
-    if rows.device != cols.device:
-        raise RuntimeError(f"ftdfast: rows and cols must be on the same device, got {rows.device} and {cols.device}")
+    _check_pair(rows, cols, "rows", "cols")
 
 
 def _sqrt_normalised_rows(m: torch.Tensor, name: str) -> torch.Tensor:
