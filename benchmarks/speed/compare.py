@@ -219,10 +219,16 @@ def measure_one(model_id: str, backend: str) -> dict:
 
 
 def measure_in_subprocess(model_id: str, backend: str, timeout: float = 600) -> dict:
+    return run_one("benchmarks.speed.compare", [model_id, backend], timeout)
+
+
+def run_one(module: str, args: List[str], timeout: float) -> dict:
+    """``python -m module --one ARGS`` in a fresh process (the mmap threshold set, the repository on the path):
+    the JSON it prints after ``ONE-RESULT``, or ``{"error": ...}`` with the process's last lines."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD, PYTHONWARNINGS="ignore")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "benchmarks.speed.compare", "--one", model_id, backend]
+    cmd = [sys.executable, "-m", module, "--one", *args]
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -36,7 +36,6 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -49,8 +48,7 @@ import torch.nn.functional as F
 import ftdfast
 from ftdfast.native import _ext
 
-from .compare import MMAP_THRESHOLD, _loadavg, _proc_status, _reset_peak, machine, max_rel_error, time_items, \
-    write_json
+from .compare import _loadavg, _proc_status, _reset_peak, machine, max_rel_error, run_one, time_items, write_json
 
 BASELINE = "f+b"
 N, T = 8, 128
@@ -147,18 +145,7 @@ def measure_one(item: str) -> dict:
 
 
 def measure_in_subprocess(item: str, timeout: float = 900) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD, PYTHONWARNINGS="ignore")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "benchmarks.speed.lm", "--one", item]
-    try:
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("ONE-RESULT "):
-            return json.loads(line[len("ONE-RESULT "):])
-    return {"error": f"exit {proc.returncode}: " + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])}
+    return run_one("benchmarks.speed.lm", [item], timeout)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
