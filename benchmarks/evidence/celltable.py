@@ -60,6 +60,7 @@ import torch.nn.functional as F
 
 from .fuse_quality import _ranks, spearman
 from .nasbench201 import shared_file
+from .records import read_json_records
 from ftdfast.atomic import atomic_write_text
 from ftdfast.nas import NB201_OPS, NB201Genotype, NB201Network, NB201Space, NB201Table, derive_seed
 from ftdfast.progress import progress_bar
@@ -564,19 +565,9 @@ def search(args) -> None:
                 print(f"{t} {m} seed {s}: {rec['pick']:.2f}% (pool mean {rec['pool_mean']:.2f}, rank {rec['rank']}/"
                       f"{rec['pool']}), {rec['cpu_seconds']:.0f} s CPU", flush=True)
             bar.update(1)
-    summary = search_summary(_search_records(args.out))
+    summary = search_summary(read_json_records(args.out))
     atomic_write_text(args.json, json.dumps(summary, indent=1) + "\n")
     print(search_markdown(summary))
-
-
-def _search_records(out: str) -> List[Dict[str, Any]]:
-    recs = []
-    for root, _, files in os.walk(out):
-        for f in sorted(files):
-            if f.endswith(".json"):
-                with open(os.path.join(root, f)) as fh:
-                    recs.append(json.load(fh))
-    return recs
 
 
 def _t_interval(v: Sequence[float]) -> Dict[str, Any]:

@@ -58,6 +58,8 @@ from ftdfast.progress import progress_bar
 from ftdfast.tasks import Task, TaskData
 from ftdfast.train import get_trained, seed_everything
 
+from ..records import read_json_records
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "datasets"))
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -324,16 +326,6 @@ def asym(args) -> None:
             bar.update(1)
 
 
-def _rows(folder: str) -> List[dict]:
-    rows = []
-    for root, _, files in os.walk(folder):
-        for f in sorted(files):
-            if f.endswith(".json"):
-                with open(os.path.join(root, f)) as fh:
-                    rows.append(json.load(fh))
-    return rows
-
-
 def _write_csv(rows: List[dict], path: str) -> None:
     steps = sorted({int(k) for r in rows for k in r["accuracy"]})
     rows = sorted(rows, key=lambda r: (r["target"], r["source"] != "scratch", r["source"], r["seed"]))
@@ -348,14 +340,14 @@ def _write_csv(rows: List[dict], path: str) -> None:
 
 
 def collect(args) -> None:
-    rows = _rows(os.path.join(args.out, "runs"))
+    rows = read_json_records(os.path.join(args.out, "runs"))
     if not rows:
         raise SystemExit(f"no runs under {args.out}/runs: run `run` first")
     _write_csv(rows, args.csv)
-    asym_rows = _rows(os.path.join(args.out, "asym"))
+    asym_rows = read_json_records(os.path.join(args.out, "asym"))
     if asym_rows:
         _write_csv(asym_rows, args.asym_csv)
-    src_rows = _rows(os.path.join(args.out, "sources"))
+    src_rows = read_json_records(os.path.join(args.out, "sources"))
     atomic_write_text(args.sources_json, json.dumps(src_rows, indent=1))
     print(f"{len(rows)} runs -> {args.csv}; {len(asym_rows)} asymmetry runs -> {args.asym_csv}; "
           f"{len(src_rows)} source networks -> {args.sources_json}")
